@@ -1,0 +1,279 @@
+//! Dispatch: parse the command line, load the configuration, run the script or command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{CommandFactory, Parser};
+use rhai::{Dynamic, Map};
+use serde::Serialize;
+
+use crate::cli::{ArgFlags, Cli, Command, ConfigCommand, ScriptsCommand, Workflow};
+use crate::config::{self, LoadOptions, Loaded};
+use crate::error::{Error, ExitCode, Result};
+use crate::script::embedded::{self, Kind};
+use crate::script::{Host, RunOptions, doc, resolver, runner};
+use crate::ui::{out, render_table};
+
+/// Runs the CLI and returns the process exit status.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let cancel = install_ctrlc();
+    let code = match dispatch(cli, cancel) {
+        Ok(()) => ExitCode::Ok,
+        Err(err) => {
+            let code = err.exit_code();
+            let text = err.to_string();
+            if !text.is_empty() {
+                eprintln!("error: {text}");
+            }
+            code
+        }
+    };
+    std::process::ExitCode::from(code as u8)
+}
+
+/// `tracing` is the one logging stack: our own diagnostics and those of reqwest/rustls go
+/// through it. User-facing progress lines use `ui::Ui`, not tracing.
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info,k3sx=debug",
+        _ => "debug,k3sx=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("K3SX_LOG").unwrap_or_else(|_| level.into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// First Ctrl-C asks the running script to stop (the engine terminates at its next step);
+/// a second one exits at once.
+fn install_ctrlc() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(ExitCode::Cancelled as i32);
+        }
+    });
+    cancel
+}
+
+fn run_options(cli: &Cli) -> RunOptions {
+    RunOptions {
+        dry_run: cli.dry_run,
+        yes: cli.yes,
+        json: cli.json,
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+        no_color: cli.no_color,
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
+fn load_config(cli: &Cli, cwd: &Path) -> Result<Loaded> {
+    let env = |name: &str| std::env::var(name).ok();
+    config::load(&LoadOptions { config_file: cli.config.clone(), sets: cli.sets.clone(), env: &env, cwd: cwd.to_path_buf() })
+}
+
+fn dispatch(cli: Cli, cancel: Arc<AtomicBool>) -> Result<()> {
+    let opts = run_options(&cli);
+    let cwd = opts.cwd.clone();
+    let workflow = |name: &str, flags: Map| (name.to_string(), flags);
+    let (script, args) = match &cli.command {
+        Command::Run { script, args, argv } => {
+            let mut map = parse_arg_flags(args)?;
+            map.insert("argv".into(), argv.iter().cloned().map(Dynamic::from).collect::<rhai::Array>().into());
+            (script.clone(), map)
+        }
+        Command::Discover(w) => workflow("discover", workflow_args(w)?),
+        Command::Start(w) => workflow("start", workflow_args(w)?),
+        Command::Stop(w) => workflow("stop", workflow_args(w)?),
+        Command::Restart(w) => workflow("restart", workflow_args(w)?),
+        Command::ConfigureIps(w) => workflow("configure-ips", workflow_args(w)?),
+        Command::Provision(w) => workflow("provision", workflow_args(w)?),
+        Command::Kubeconfig(w) => workflow("kubeconfig", workflow_args(w)?),
+        Command::CheckVersion(w) => workflow("check-version", workflow_args(w)?),
+        Command::Upgrade(w) => workflow("upgrade", workflow_args(w)?),
+        Command::Teardown(w) => workflow("teardown", workflow_args(w)?),
+        Command::Repl => {
+            let host = Host::new(load_config(&cli, &cwd)?, opts, Map::new(), cancel);
+            return crate::script::repl::run(&host);
+        }
+        Command::Scripts { action } => return scripts_command(action, &cwd),
+        Command::Doc { name, definitions, markdown } => {
+            return doc_command(name.as_deref(), definitions.as_deref(), *markdown, cli.json, opts, cancel);
+        }
+        Command::Config { action: ConfigCommand::Show } => return config_show(&load_config(&cli, &cwd)?, cli.json),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "k3sx", &mut std::io::stdout());
+            return Ok(());
+        }
+    };
+    let found = resolver::find_script(&script, &cwd)?;
+    let host = Host::new(load_config(&cli, &cwd)?, opts, args, cancel);
+    runner::run(&host, &found)
+}
+
+/// A workflow's own flags and its `--arg` values, as the script's `ARGS`.
+fn workflow_args<F: clap::Args + Serialize>(w: &Workflow<F>) -> Result<Map> {
+    let value = serde_json::to_value(&w.flags).expect("flags serialise");
+    let mut map: Map = rhai::serde::to_dynamic(value).ok().and_then(|d| d.try_cast::<Map>()).unwrap_or_default();
+    map.extend(parse_arg_flags(&w.extra)?);
+    Ok(map)
+}
+
+/// `--arg k=v`: integers and `true`/`false` are typed, everything else is a string.
+fn parse_arg_flags(flags: &ArgFlags) -> Result<Map> {
+    let mut map = Map::new();
+    for arg in &flags.args {
+        let (k, v) = arg.split_once('=').ok_or_else(|| Error::Usage(format!("--arg {arg}: expected KEY=VALUE")))?;
+        let value = if let Ok(i) = v.parse::<rhai::INT>() {
+            Dynamic::from(i)
+        } else if let Ok(b) = v.parse::<bool>() {
+            Dynamic::from(b)
+        } else {
+            Dynamic::from(v.to_string())
+        };
+        map.insert(k.trim().into(), value);
+    }
+    Ok(map)
+}
+
+fn scripts_command(action: &ScriptsCommand, cwd: &Path) -> Result<()> {
+    match action {
+        ScriptsCommand::List => {
+            let mut rows = Vec::new();
+            for kind in [Kind::Script, Kind::Module] {
+                for name in all_names(kind, cwd) {
+                    let found = resolver::find_all(kind, &name, cwd);
+                    let Some(used) = found.first() else { continue };
+                    let note = match found.get(1) {
+                        Some(shadowed) if shadowed.location == resolver::Location::BuiltIn => "overrides built-in".to_string(),
+                        Some(shadowed) => format!("overrides {}", shadowed.location.label()),
+                        None => String::new(),
+                    };
+                    let kind_name = if kind == Kind::Script { "script" } else { "module" };
+                    rows.push(vec![kind_name.to_string(), name, used.location.label(), note]);
+                }
+            }
+            out(&render_table(&["kind".into(), "name".into(), "source".into(), "note".into()], &rows));
+            Ok(())
+        }
+        ScriptsCommand::Show { name, builtin } => {
+            for kind in [Kind::Script, Kind::Module] {
+                let found = resolver::find_all(kind, name, cwd);
+                let pick = if *builtin { found.into_iter().find(|f| f.location == resolver::Location::BuiltIn) } else { found.into_iter().next() };
+                if let Some(f) = pick {
+                    out(f.text.trim_end());
+                    return Ok(());
+                }
+            }
+            Err(Error::Usage(format!("no script or module named `{name}`")))
+        }
+        ScriptsCommand::Eject { names, to, force } => eject(names, to.as_deref(), *force, cwd),
+    }
+}
+
+/// Names of scripts or modules: built-ins plus those in the local and user dirs.
+fn all_names(kind: Kind, cwd: &Path) -> Vec<String> {
+    let mut names = embedded::names(kind);
+    for (dir, _) in resolver::search_dirs(kind, cwd) {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".rhai")) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn eject(names: &[String], to: Option<&Path>, force: bool, cwd: &Path) -> Result<()> {
+    let mut items: Vec<(Kind, String)> = Vec::new();
+    if names.is_empty() {
+        for kind in [Kind::Script, Kind::Module] {
+            items.extend(embedded::names(kind).into_iter().map(|n| (kind, n)));
+        }
+    }
+    for name in names {
+        let name = name.strip_suffix(".rhai").unwrap_or(name);
+        let kind = [Kind::Script, Kind::Module]
+            .into_iter()
+            .find(|k| embedded::get(*k, name).is_some())
+            .ok_or_else(|| Error::Usage(format!("no built-in script or module named `{name}`")))?;
+        items.push((kind, name.to_string()));
+    }
+    // Check every target first: nothing is written when any would be overwritten.
+    let targets: Vec<(PathBuf, &str)> = items
+        .iter()
+        .map(|(kind, name)| {
+            let dir = to.map(|d| cwd.join(d)).unwrap_or_else(|| cwd.join(kind.dir_name()));
+            (dir.join(format!("{name}.rhai")), embedded::get(*kind, name).expect("checked above"))
+        })
+        .collect();
+    let existing: Vec<String> = targets.iter().filter(|(p, _)| p.exists()).map(|(p, _)| p.display().to_string()).collect();
+    if !existing.is_empty() && !force {
+        return Err(Error::Usage(format!("{} already exist(s); pass --force to overwrite", existing.join(", "))));
+    }
+    for (path, text) in targets {
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+        eprintln!("ejected {}", path.display());
+    }
+    Ok(())
+}
+
+fn doc_command(name: Option<&str>, definitions: Option<&Path>, markdown: bool, json: bool, opts: RunOptions, cancel: Arc<AtomicBool>) -> Result<()> {
+    // The docs describe the engine, not a site: build it with the default configuration so
+    // a broken config file does not hide the reference.
+    let host = Host::new(Loaded::defaults(), opts, Map::new(), cancel);
+    let engine = crate::script::build_engine(&host);
+    if let Some(dir) = definitions {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        engine.definitions().with_headers(true).write_to_dir(dir).map_err(|e| Error::io(dir, e))?;
+        eprintln!("wrote Rhai definition files to {}", dir.display());
+        return Ok(());
+    }
+    let docs = doc::functions(&engine);
+    let selected: Vec<doc::FnDoc> = match name {
+        None => docs,
+        Some(n) => {
+            let picked: Vec<_> = docs.into_iter().filter(|d| d.namespace == n || d.name == n || d.qualified_name() == n).collect();
+            if picked.is_empty() {
+                return Err(Error::Usage(format!("no function or namespace named `{n}`; `k3sx doc` lists them all")));
+            }
+            picked
+        }
+    };
+    if json {
+        out(&serde_json::to_string_pretty(&selected).expect("docs serialise"));
+    } else if markdown {
+        out(doc::markdown(&selected).trim_end());
+    } else {
+        for d in &selected {
+            out(&format!("{}\n{}\n", d.signature, d.doc.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")));
+        }
+    }
+    Ok(())
+}
+
+fn config_show(loaded: &Loaded, json: bool) -> Result<()> {
+    let rows = loaded.show();
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(k, v, o)| {
+                let value: serde_json::Value = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+                (k, serde_json::json!({"value": value, "origin": o}))
+            })
+            .collect();
+        out(&serde_json::to_string_pretty(&map).expect("serialises"));
+    } else {
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|(k, v, o)| vec![k, v, o]).collect();
+        out(&render_table(&["key".into(), "value".into(), "origin".into()], &rows));
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Semantic checks run before anything else happens; each error names its key(s) and origin.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::Loaded;
+use crate::error::{Error, Result};
+use crate::ipam::{Ipv4Cidr, Ipv4Range};
+
+pub fn validate(loaded: &Loaded) -> Result<()> {
+    let mut errors = Vec::new();
+    check_network(loaded, &mut errors);
+    check_tags(loaded, &mut errors);
+    check_inventory(loaded, &mut errors);
+    check_k3s(loaded, &mut errors);
+    if errors.is_empty() { Ok(()) } else { Err(Error::Config(errors)) }
+}
+
+fn ip(loaded: &Loaded, key: &str, text: &str, errors: &mut Vec<String>) -> Option<Ipv4Addr> {
+    match text.parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            errors.push(format!("{}: `{text}` is not an IPv4 address", loaded.describe(key)));
+            None
+        }
+    }
+}
+
+fn check_network(l: &Loaded, errors: &mut Vec<String>) {
+    let n = &l.config.network;
+    if !(8..=30).contains(&n.cidr) {
+        errors.push(format!("{}: prefix length {} must be between 8 and 30", l.describe("network.cidr"), n.cidr));
+        return;
+    }
+    if n.ipconfig_index > 31 {
+        errors.push(format!("{}: {} is not 0..31", l.describe("network.ipconfig_index"), n.ipconfig_index));
+    }
+    for (i, dns) in n.dns_servers.iter().enumerate() {
+        ip(l, &format!("network.dns_servers[{i}]"), dns, errors);
+    }
+    let (Some(start), Some(end), Some(gw)) = (
+        ip(l, "network.range_start", &n.range_start, errors),
+        ip(l, "network.range_end", &n.range_end, errors),
+        ip(l, "network.gateway", &n.gateway, errors),
+    ) else {
+        return;
+    };
+    let net = Ipv4Cidr::new(gw, n.cidr).expect("prefix checked above");
+    let net_text = format!("{}/{}", net.network(), net.prefix());
+    for (key, addr) in [("network.range_start", start), ("network.range_end", end)] {
+        if !net.contains(addr) {
+            errors.push(format!("{}: {addr} is outside the node network {} (network.gateway/network.cidr)", l.describe(key), net_text));
+        }
+    }
+    if start > end {
+        errors.push(format!(
+            "{} is after {}: {start} > {end}",
+            l.describe("network.range_start"),
+            l.describe("network.range_end")
+        ));
+        return;
+    }
+    let nodes = Ipv4Range::new(start, end).expect("start <= end");
+    if nodes.contains(gw) {
+        errors.push(format!("{}: {gw} is inside the node range {nodes} (network.range_start..network.range_end)", l.describe("network.gateway")));
+    }
+    let vip = if l.config.kube_vip.enabled {
+        ip(l, "kube_vip.vip", &l.config.kube_vip.vip, errors).inspect(|&vip| {
+            if nodes.contains(vip) {
+                errors.push(format!(
+                    "{}: {vip} is inside the node range {} – {} ({nodes})",
+                    l.describe("kube_vip.vip"),
+                    l.describe("network.range_start"),
+                    l.describe("network.range_end")
+                ));
+            } else if !net.contains(vip) {
+                errors.push(format!("{}: {vip} is outside the node network {}", l.describe("kube_vip.vip"), net_text));
+            } else if vip == gw {
+                errors.push(format!("{} is the gateway {}", l.describe("kube_vip.vip"), l.describe("network.gateway")));
+            }
+        })
+    } else {
+        None
+    };
+    if l.config.metallb.enabled {
+        match l.config.metallb.range.parse::<Ipv4Range>() {
+            Err(e) => errors.push(format!("{}: {e}", l.describe("metallb.range"))),
+            Ok(lb) => {
+                if lb.overlaps(&nodes) {
+                    errors.push(format!(
+                        "{}: {lb} overlaps the node range {nodes} (network.range_start..network.range_end)",
+                        l.describe("metallb.range")
+                    ));
+                }
+                if !net.contains(lb.start()) || !net.contains(lb.end()) {
+                    errors.push(format!("{}: {lb} is not inside the node network {}", l.describe("metallb.range"), net_text));
+                }
+                if let Some(vip) = vip.filter(|v| lb.contains(*v)) {
+                    errors.push(format!("{}: {vip} is inside {} ({lb})", l.describe("kube_vip.vip"), l.describe("metallb.range")));
+                }
+            }
+        }
+    }
+}
+
+/// PVE tag syntax: `[a-z0-9_][a-z0-9_\-+.]*`, compared case-insensitively.
+pub fn is_valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_-+.".contains(c))
+}
+
+fn check_tags(l: &Loaded, errors: &mut Vec<String>) {
+    let t = &l.config.tags;
+    let tags = [("tags.server", &t.server), ("tags.agent", &t.agent), ("tags.storage", &t.storage)];
+    for (key, tag) in tags {
+        if !is_valid_tag(tag) {
+            errors.push(format!("{}: `{tag}` is not a valid Proxmox tag (letters, digits, `_`, then also `-+.`)", l.describe(key)));
+        }
+    }
+    for (i, (k1, a)) in tags.iter().enumerate() {
+        for (k2, b) in &tags[i + 1..] {
+            if a.eq_ignore_ascii_case(b) {
+                errors.push(format!("{} and {} are the same tag `{a}`", l.describe(k1), l.describe(k2)));
+            }
+        }
+    }
+}
+
+fn check_inventory(l: &Loaded, errors: &mut Vec<String>) {
+    let mut seen: HashMap<u32, String> = HashMap::new();
+    for (n, node) in l.config.nodes.iter().enumerate() {
+        if node.id.trim().is_empty() {
+            errors.push(format!("{}: a Proxmox node name is required", l.describe(&format!("nodes[{n}].id"))));
+        }
+        for (v, vm) in node.vms.iter().enumerate() {
+            let key = format!("nodes[{n}].vms[{v}]");
+            if !["SERVER", "AGENT", "STORAGE"].contains(&vm.role.to_ascii_uppercase().as_str()) {
+                errors.push(format!(
+                    "{}: role `{}` is not SERVER, AGENT or STORAGE",
+                    l.describe(&format!("{key}.role")),
+                    vm.role
+                ));
+            }
+            if let Some(addr) = &vm.ip {
+                ip(l, &format!("{key}.ip"), addr, errors);
+            }
+            if let Some(first) = seen.insert(vm.vmid, key.clone()) {
+                errors.push(format!("{}: vmid {} is listed twice (also {first})", l.describe(&format!("{key}.vmid")), vm.vmid));
+            }
+        }
+    }
+}
+
+fn check_k3s(l: &Loaded, errors: &mut Vec<String>) {
+    if let Err(e) = crate::k3s::Version::parse(&l.config.k3s.version) {
+        errors.push(format!("{}: {e}", l.describe("k3s.version")));
+    }
+    let install = &l.config.k3s.install;
+    if install.mode == super::InstallMode::Airgap {
+        for (key, path) in [("k3s.install.script", &install.script), ("k3s.install.binary", &install.binary)] {
+            if path.is_none() {
+                errors.push(format!("{}: required when k3s.install.mode is airgap", l.describe(key)));
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Core functions every script has without a namespace: logging, tables, confirmation,
+//! files, JSON, `parallel`, `fail`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rhai::{Array, Dynamic, EvalAltResult, FnPtr, INT, Map, Module, NativeCallContext};
+
+use super::{RhaiResult, error_kind, error_message, register, script_error};
+use crate::script::Host;
+use crate::ui::{Level, render_table};
+
+/// How many items `parallel` runs at once when the script does not say.
+pub const DEFAULT_PARALLEL: INT = 8;
+
+pub fn module(host: &Arc<Host>) -> Module {
+    let mut m = Module::new();
+    register_logging(&mut m, host);
+    register_output(&mut m, host);
+    register_files(&mut m, host);
+    register_json(&mut m);
+    register_parallel(&mut m);
+    register_misc(&mut m, host);
+    m
+}
+
+fn register_logging(m: &mut Module, host: &Arc<Host>) {
+    let levels = [
+        ("info", Level::Info, "Logs an informational line on stderr (hidden by `-q`).\n\n```rhai\ninfo(`found ${vms.len()} VMs`);\n```"),
+        ("ok", Level::Ok, "Logs a success line on stderr, in green (hidden by `-q`).\n\n```rhai\nok(\"cluster ready\");\n```"),
+        ("warn", Level::Warn, "Logs a warning on stderr, in yellow.\n\n```rhai\nwarn(\"node pve3 is offline\");\n```"),
+        ("error", Level::Error, "Logs an error line on stderr, in red. Does not stop the script: use `fail` for that.\n\n```rhai\nerror(`${vm.name}: ${r.error}`);\n```"),
+    ];
+    for (name, level, doc) in levels {
+        let h = host.clone();
+        register(m, name, &["message: &str", "()"], doc, move |msg: &str| h.log(level, msg));
+    }
+}
+
+fn register_output(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "table",
+        &["rows: Array", "columns: Array", "()"],
+        "Prints `rows` (an array of maps) as an aligned table with the given `columns` (map keys),\n\
+         or as a JSON array under `--json`.\n\n```rhai\ntable(vms, [\"role\", \"node\", \"vmid\", \"name\"]);\n```",
+        move |rows: Array, columns: Array| print_table(&h, &rows, &columns),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "table",
+        &["rows: Array", "()"],
+        "Prints `rows` (an array of maps) as a table whose columns are the keys of the first row.",
+        move |rows: Array| {
+            let columns: Array = match rows.first().and_then(|r| r.read_lock::<Map>().map(|m| m.keys().cloned().collect::<Vec<_>>())) {
+                Some(keys) => keys.into_iter().map(|k| Dynamic::from(k.to_string())).collect(),
+                None => Array::new(),
+            };
+            print_table(&h, &rows, &columns)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "print_json",
+        &["value: Dynamic", "()"],
+        "Prints `value` as pretty JSON on stdout (what `--json` output uses).\n\n```rhai\nprint_json(#{servers: servers});\n```",
+        move |v: Dynamic| -> RhaiResult<()> {
+            h.ui.print(&to_json_text(&v, true)?);
+            Ok(())
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "confirm",
+        &["message: &str", "bool"],
+        "Asks a yes/no question on the terminal; true under `--yes`. Without a terminal and\n\
+         without `--yes` it fails, so nothing unattended proceeds by accident.\n\n```rhai\nif !confirm(\"uninstall K3s from 5 nodes?\") { fail(\"cancelled\"); }\n```",
+        move |msg: &str| confirm(&h, msg),
+    );
+}
+
+fn print_table(host: &Host, rows: &Array, columns: &Array) -> RhaiResult<()> {
+    if host.options.json {
+        host.ui.print(&to_json_text(&Dynamic::from_array(rows.clone()), true)?);
+        return Ok(());
+    }
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let map = row.read_lock::<Map>();
+            columns.iter().map(|c| map.as_ref().and_then(|m| m.get(c.as_str())).map(cell_text).unwrap_or_default()).collect()
+        })
+        .collect();
+    host.ui.print(&render_table(&columns, &cells));
+    Ok(())
+}
+
+/// A table cell: `()` as `-`, arrays joined by commas, everything else as printed.
+fn cell_text(v: &Dynamic) -> String {
+    if v.is_unit() {
+        "-".into()
+    } else if let Some(arr) = v.read_lock::<Array>() {
+        arr.iter().map(cell_text).collect::<Vec<_>>().join(",")
+    } else {
+        v.to_string()
+    }
+}
+
+fn confirm(host: &Host, msg: &str) -> RhaiResult<bool> {
+    if host.options.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(script_error(
+            "confirmation",
+            format!("{msg} — no terminal to ask on; pass --yes to confirm non-interactively"),
+            None,
+        ));
+    }
+    eprint!("{msg} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| script_error("io", e.to_string(), None))?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+fn register_files(m: &mut Module, host: &Arc<Host>) {
+    register(
+        m,
+        "read_file",
+        &["path: &str", "String"],
+        "Reads a local text file (`~` expands to the home directory).\n\n```rhai\nlet token = read_file(\"~/.config/k3sx/k3s-token\");\n```",
+        |path: &str| -> RhaiResult<String> {
+            let p = expand(path);
+            std::fs::read_to_string(&p).map_err(|e| script_error("io", format!("{}: {e}", p.display()), Some(path)))
+        },
+    );
+    register(
+        m,
+        "file_exists",
+        &["path: &str", "bool"],
+        "True when a local file (or directory) exists.",
+        |path: &str| expand(path).exists(),
+    );
+    for with_mode in [false, true] {
+        let h = host.clone();
+        let write = move |path: &str, text: &str, mode: INT| -> RhaiResult<()> {
+            let p = expand(path);
+            if h.options.dry_run {
+                h.log(Level::Info, &format!("dry-run: would write {} ({} bytes, mode {mode:o})", p.display(), text.len()));
+                return Ok(());
+            }
+            let mode = u32::try_from(mode).map_err(|_| script_error("argument", format!("bad mode {mode}"), Some(path)))?;
+            crate::fsutil::write_atomic(&p, text.as_bytes(), mode).map_err(|e| script_error("io", e.to_string(), Some(path)))
+        };
+        if with_mode {
+            register(
+                m,
+                "write_file",
+                &["path: &str", "text: &str", "mode: INT", "()"],
+                "Writes a local file atomically (temp file + rename) with `mode` (e.g. `0o600` for secrets).\n\
+                 A change: under `--dry-run` it is printed and not made.\n\n```rhai\nwrite_file(\"token\", t, 0o600);\n```",
+                write,
+            );
+        } else {
+            register(
+                m,
+                "write_file",
+                &["path: &str", "text: &str", "()"],
+                "Writes a local file atomically with mode `0o644`. A change: skipped under `--dry-run`.",
+                move |path: &str, text: &str| write(path, text, 0o644),
+            );
+        }
+    }
+    let h = host.clone();
+    register(
+        m,
+        "save_config",
+        &["key: &str", "value: Dynamic", "()"],
+        "Sets `section.key` in the config file in use (else `./k3sx.json`), changing only that value's\n\
+         text and keeping every other key, its order and formatting; written atomically.\n\
+         A change: printed and not made under `--dry-run`.\n\n```rhai\nsave_config(\"k3s.version\", \"v1.33.4+k3s1\");\n```",
+        move |key: &str, value: Dynamic| save_config(&h, key, value),
+    );
+}
+
+fn save_config(host: &Host, key: &str, value: Dynamic) -> RhaiResult<()> {
+    let Some((section, name)) = key.split_once('.') else {
+        return Err(script_error("argument", format!("`{key}`: expected section.key, e.g. k3s.version"), Some(key)));
+    };
+    let path = host.loaded.file.clone().unwrap_or_else(|| host.options.cwd.join("k3sx.json"));
+    let json: serde_json::Value = rhai::serde::from_dynamic(&value).map_err(|e| script_error("argument", e.to_string(), Some(key)))?;
+    if host.options.dry_run {
+        host.log(Level::Info, &format!("dry-run: would set {key} = {json} in {}", path.display()));
+        return Ok(());
+    }
+    crate::config::set_value_in_file(&path, section, name, &json).map_err(|e| script_error("io", e.to_string(), Some(key)))
+}
+
+fn expand(path: &str) -> PathBuf {
+    crate::config::expand_home(std::path::Path::new(path))
+}
+
+fn register_json(m: &mut Module) {
+    register(
+        m,
+        "to_json",
+        &["value: Dynamic", "String"],
+        "Serialises a value as compact JSON.\n\n```rhai\nlet s = to_json(#{a: 1}); // {\"a\":1}\n```",
+        |v: Dynamic| to_json_text(&v, false),
+    );
+    register(
+        m,
+        "to_json",
+        &["value: Dynamic", "pretty: bool", "String"],
+        "Serialises a value as JSON, indented when `pretty` is true.",
+        |v: Dynamic, pretty: bool| to_json_text(&v, pretty),
+    );
+    register(
+        m,
+        "from_json",
+        &["text: &str", "Dynamic"],
+        "Parses JSON text into maps, arrays and values.\n\n```rhai\nlet v = from_json(\"{\\\"a\\\": [1, 2]}\"); v.a[1] == 2\n```",
+        |text: &str| -> RhaiResult<Dynamic> {
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| script_error("json", format!("invalid JSON: {e}"), None))?;
+            rhai::serde::to_dynamic(v)
+        },
+    );
+}
+
+pub fn to_json_text(v: &Dynamic, pretty: bool) -> RhaiResult<String> {
+    let json: serde_json::Value = rhai::serde::from_dynamic(v)?;
+    let text = if pretty { serde_json::to_string_pretty(&json) } else { serde_json::to_string(&json) };
+    text.map_err(|e| script_error("json", e.to_string(), None))
+}
+
+fn register_parallel(m: &mut Module) {
+    let doc = "Calls `f(item)` for every item on worker threads, at most `limit` at a time, and returns\n\
+               one result per item in input order: `#{item, ok: true, value}` or\n\
+               `#{item, ok: false, error, kind}`. One failing item never hides the others.\n\n\
+               ```rhai\nlet results = parallel(hosts, |h| ssh::query(h, \"uptime\"), 8);\n\
+               for r in results { if !r.ok { error(`${r.item}: ${r.error}`); } }\n```";
+    register(m, "parallel", &["items: Array", "f: FnPtr", "limit: INT", "Array"], doc, parallel);
+    register(
+        m,
+        "parallel",
+        &["items: Array", "f: FnPtr", "Array"],
+        "`parallel(items, f, 8)`.",
+        |ctx: NativeCallContext, items: Array, f: FnPtr| parallel(ctx, items, f, DEFAULT_PARALLEL),
+    );
+}
+
+fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT) -> RhaiResult<Array> {
+    if limit < 1 {
+        return Err(script_error("argument", format!("parallel: limit must be at least 1, got {limit}"), None));
+    }
+    let workers = (limit as usize).min(items.len());
+    // The stored context lets each worker thread call the script closure with the caller's
+    // environment (captured variables, script functions). These APIs are marked volatile.
+    #[allow(deprecated)]
+    let store = ctx.store_data();
+    let engine = ctx.engine();
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Dynamic>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                #[allow(deprecated)]
+                let c = store.create_context(engine);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    #[allow(deprecated)]
+                    let outcome = f.call_within_context::<Dynamic>(&c, (item.clone(),));
+                    *results[i].lock().expect("no worker panics holding it") = Some(item_result(item, outcome));
+                }
+            });
+        }
+    });
+    let results: Array = results.into_iter().map(|r| r.into_inner().expect("not poisoned").unwrap_or(Dynamic::UNIT)).collect();
+    // Ctrl-C stops the whole script, not just the items that were running.
+    if let Some(terminated) = results.iter().find_map(|r| r.read_lock::<Map>().and_then(|m| m.get("terminated").cloned())) {
+        return Err(EvalAltResult::ErrorTerminated(terminated, rhai::Position::NONE).into());
+    }
+    Ok(results)
+}
+
+fn item_result(item: &Dynamic, outcome: RhaiResult<Dynamic>) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("item".into(), item.clone());
+    match outcome {
+        Ok(value) => {
+            m.insert("ok".into(), true.into());
+            m.insert("value".into(), value);
+        }
+        Err(err) => {
+            m.insert("ok".into(), false.into());
+            let err = innermost(*err);
+            if let EvalAltResult::ErrorTerminated(token, _) = &err {
+                m.insert("terminated".into(), token.clone());
+            }
+            let (message, kind) = match &err {
+                EvalAltResult::ErrorRuntime(v, _) => (error_message(v), error_kind(v).unwrap_or_else(|| "error".into())),
+                other => (other.to_string(), "error".into()),
+            };
+            m.insert("error".into(), message.into());
+            m.insert("kind".into(), kind.into());
+        }
+    }
+    m.into()
+}
+
+/// The error inside function-call and module wrappers: what the script author threw.
+pub fn innermost(err: EvalAltResult) -> EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) => innermost(*inner),
+        other => other,
+    }
+}
+
+fn register_misc(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "sleep",
+        &["seconds: FLOAT", "()"],
+        "Waits `seconds` (fractions allowed); Ctrl-C interrupts it.\n\n```rhai\nsleep(0.5);\n```",
+        move |secs: rhai::FLOAT| sleep(&h, secs),
+    );
+    let h = host.clone();
+    register(m, "sleep", &["seconds: INT", "()"], "Waits `seconds`; Ctrl-C interrupts it.", move |secs: INT| {
+        sleep(&h, secs as rhai::FLOAT)
+    });
+    register(
+        m,
+        "env",
+        &["name: &str", "Dynamic"],
+        "The value of an environment variable, or `()` when unset.\n\n```rhai\nlet token = env(\"GITHUB_TOKEN\");\nif token == () { warn(\"unauthenticated\"); }\n```",
+        |name: &str| std::env::var(name).map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+    );
+    register(
+        m,
+        "fail",
+        &["message: &str", "()"],
+        "Stops the script with an error message and exit status 1 (catchable with `try`).\n\n```rhai\nif failed > 0 { fail(`${failed} VMs failed`); }\n```",
+        |msg: &str| -> RhaiResult<()> { Err(script_error("failed", msg, None)) },
+    );
+}
+
+fn sleep(host: &Host, secs: rhai::FLOAT) -> RhaiResult<()> {
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(script_error("argument", format!("sleep: {secs} seconds is out of range"), None));
+    }
+    if host.sleep(Duration::from_secs_f64(secs)) {
+        Ok(())
+    } else {
+        Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into())
+    }
+}

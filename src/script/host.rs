@@ -1,0 +1,79 @@
+//! The state a run shares with every primitive: configuration, flags, output, cancellation,
+//! and the clients created on first use.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::config::Loaded;
+use crate::ui::{Level, Ui};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub yes: bool,
+    pub json: bool,
+    pub verbose: u8,
+    pub quiet: bool,
+    pub no_color: bool,
+    /// Where `./scripts`, `./stdlib` and `./k3sx.json` are looked for.
+    pub cwd: PathBuf,
+}
+
+pub struct Host {
+    pub loaded: Arc<Loaded>,
+    pub options: RunOptions,
+    pub ui: Ui,
+    /// Set by Ctrl-C; the engine's progress hook turns it into a clean termination.
+    pub cancel: Arc<AtomicBool>,
+    /// `ARGS`: the workflow's flags and `--arg` values.
+    pub args: rhai::Map,
+    http: OnceLock<reqwest::blocking::Client>,
+}
+
+impl Host {
+    pub fn new(loaded: Loaded, options: RunOptions, args: rhai::Map, cancel: Arc<AtomicBool>) -> Arc<Host> {
+        let ui = Ui::new(options.quiet, options.no_color, options.json);
+        Arc::new(Host { loaded: Arc::new(loaded), options, ui, cancel, args, http: OnceLock::new() })
+    }
+
+    pub fn config(&self) -> &crate::config::Config {
+        &self.loaded.config
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub fn log(&self, level: Level, message: &str) {
+        self.ui.log(level, message);
+    }
+
+    /// A plain HTTPS client (system trust) for public endpoints such as the K3s channel server.
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        self.http.get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .user_agent(concat!("k3sx/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a default HTTP client builds")
+        })
+    }
+
+    /// Sleeps in small steps so Ctrl-C is answered promptly; false when cancelled.
+    pub fn sleep(&self, total: Duration) -> bool {
+        let deadline = std::time::Instant::now() + total;
+        loop {
+            if self.cancelled() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}

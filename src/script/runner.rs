@@ -1,0 +1,41 @@
+//! Running one script: compile (syntax errors exit 2), evaluate, render any error.
+
+use std::sync::Arc;
+
+use rhai::{EvalAltResult, Scope};
+
+use super::diagnostics::{render_eval_error, render_parse_error};
+use super::engine::build_engine;
+use super::host::Host;
+use super::resolver::Found;
+use crate::error::{Error, ExitCode, Result};
+
+pub fn run(host: &Arc<Host>, script: &Found) -> Result<()> {
+    let engine = build_engine(host);
+    let mut scope = Scope::new();
+    let mut ast = engine
+        .compile_with_scope(&scope, &script.text)
+        .map_err(|e| Error::Script { rendered: render_parse_error(&e, &script.source), code: ExitCode::Usage })?;
+    ast.set_source(script.source.clone());
+    tracing::debug!(script = %script.source, location = %script.location.label(), "running");
+    match engine.run_ast_with_scope(&mut scope, &ast) {
+        Ok(()) => Ok(()),
+        Err(err) => Err(script_failure(&err, &script.source)),
+    }
+}
+
+pub fn script_failure(err: &EvalAltResult, source: &str) -> Error {
+    if let EvalAltResult::Exit(value, _) = err {
+        let code = match value.as_int() {
+            Ok(0) => ExitCode::Ok,
+            Ok(2) => ExitCode::Usage,
+            _ => ExitCode::Failed,
+        };
+        return Error::Script { rendered: String::new(), code };
+    }
+    let (rendered, code) = render_eval_error(err, source);
+    if code == ExitCode::Cancelled {
+        return Error::Cancelled;
+    }
+    Error::Script { rendered, code }
+}
