@@ -7,8 +7,11 @@
 //! (nodes, certificates, kubeconfigs and DNS all remember addresses), so a
 //! plan is computed in full, deterministically, before anything is written.
 //!
+//! - [`ipconfig`] parses and formats PVE `ipconfigN`, and compares them by meaning, not as strings.
 //! - [`cidr`] has [`Ipv4Cidr`], [`Ipv6Cidr`], [`Ipv4Range`] and config validation helpers.
 
 pub mod cidr;
+pub mod ipconfig;
 
 pub use cidr::{Ipv4Cidr, Ipv4Range, Ipv6Cidr, ParseError, range_within_cidr, ranges_overlap};
+pub use ipconfig::{IpConfig, Ipv4Setting, Ipv6Setting, same_meaning};
