@@ -9,9 +9,12 @@
 //!
 //! - [`ipconfig`] parses and formats PVE `ipconfigN`, and compares them by meaning, not as strings.
 //! - [`cidr`] has [`Ipv4Cidr`], [`Ipv6Cidr`], [`Ipv4Range`] and config validation helpers.
+//! - [`alloc`] has [`allocate_sticky`], the planner.
 
+pub mod alloc;
 pub mod cidr;
 pub mod ipconfig;
 
+pub use alloc::{AllocAction, AllocError, AllocPool, AllocRequest, Allocation, allocate_sticky};
 pub use cidr::{Ipv4Cidr, Ipv4Range, Ipv6Cidr, ParseError, range_within_cidr, ranges_overlap};
 pub use ipconfig::{IpConfig, Ipv4Setting, Ipv6Setting, same_meaning};
