@@ -391,6 +391,8 @@ mod tests {
         assert_eq!(cidr_err("10.0.0.300/24"), "10.0.0.300/24: invalid address");
         assert_eq!(cidr_err("10.0.0/24"), "10.0.0/24: invalid address");
         assert_eq!(cidr_err("/24"), "/24: invalid address");
+        // Leading zeros read as octal by some tools: refuse rather than guess.
+        assert_eq!(cidr_err("010.0.0.1/24"), "010.0.0.1/24: invalid address");
         assert_eq!(
             cidr_err("10.0.0.1/33"),
             "10.0.0.1/33: invalid prefix length (expected 0-32)"
