@@ -44,7 +44,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
         _ => "debug,k3sx=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("K3SX_LOG").unwrap_or_else(|_| level.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// First Ctrl-C asks the running script to stop (the engine terminates at its next step);
@@ -74,7 +75,12 @@ fn run_options(cli: &Cli) -> RunOptions {
 
 fn load_config(cli: &Cli, cwd: &Path) -> Result<Loaded> {
     let env = |name: &str| std::env::var(name).ok();
-    config::load(&LoadOptions { config_file: cli.config.clone(), sets: cli.sets.clone(), env: &env, cwd: cwd.to_path_buf() })
+    config::load(&LoadOptions {
+        config_file: cli.config.clone(),
+        sets: cli.sets.clone(),
+        env: &env,
+        cwd: cwd.to_path_buf(),
+    })
 }
 
 fn dispatch(cli: Cli, cancel: Arc<AtomicBool>) -> Result<()> {
@@ -150,7 +156,9 @@ fn scripts_command(action: &ScriptsCommand, cwd: &Path) -> Result<()> {
                     let found = resolver::find_all(kind, &name, cwd);
                     let Some(used) = found.first() else { continue };
                     let note = match found.get(1) {
-                        Some(shadowed) if shadowed.location == resolver::Location::BuiltIn => "overrides built-in".to_string(),
+                        Some(shadowed) if shadowed.location == resolver::Location::BuiltIn => {
+                            "overrides built-in".to_string()
+                        }
                         Some(shadowed) => format!("overrides {}", shadowed.location.label()),
                         None => String::new(),
                     };
@@ -164,7 +172,11 @@ fn scripts_command(action: &ScriptsCommand, cwd: &Path) -> Result<()> {
         ScriptsCommand::Show { name, builtin } => {
             for kind in [Kind::Script, Kind::Module] {
                 let found = resolver::find_all(kind, name, cwd);
-                let pick = if *builtin { found.into_iter().find(|f| f.location == resolver::Location::BuiltIn) } else { found.into_iter().next() };
+                let pick = if *builtin {
+                    found.into_iter().find(|f| f.location == resolver::Location::BuiltIn)
+                } else {
+                    found.into_iter().next()
+                };
                 if let Some(f) = pick {
                     out(f.text.trim_end());
                     return Ok(());
@@ -179,7 +191,8 @@ fn scripts_command(action: &ScriptsCommand, cwd: &Path) -> Result<()> {
 /// Names of scripts or modules: built-ins plus those in the local and user dirs.
 fn all_names(kind: Kind, cwd: &Path) -> Vec<String> {
     let mut names = embedded::names(kind);
-    for (dir, _) in resolver::search_dirs(kind, cwd) {
+    for dir in resolver::search_dirs(kind, cwd) {
+        let (resolver::Location::Local(dir) | resolver::Location::User(dir)) = dir else { continue };
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
             if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".rhai")) {
@@ -215,7 +228,8 @@ fn eject(names: &[String], to: Option<&Path>, force: bool, cwd: &Path) -> Result
             (dir.join(format!("{name}.rhai")), embedded::get(*kind, name).expect("checked above"))
         })
         .collect();
-    let existing: Vec<String> = targets.iter().filter(|(p, _)| p.exists()).map(|(p, _)| p.display().to_string()).collect();
+    let existing: Vec<String> =
+        targets.iter().filter(|(p, _)| p.exists()).map(|(p, _)| p.display().to_string()).collect();
     if !existing.is_empty() && !force {
         return Err(Error::Usage(format!("{} already exist(s); pass --force to overwrite", existing.join(", "))));
     }
@@ -226,7 +240,14 @@ fn eject(names: &[String], to: Option<&Path>, force: bool, cwd: &Path) -> Result
     Ok(())
 }
 
-fn doc_command(name: Option<&str>, definitions: Option<&Path>, markdown: bool, json: bool, opts: RunOptions, cancel: Arc<AtomicBool>) -> Result<()> {
+fn doc_command(
+    name: Option<&str>,
+    definitions: Option<&Path>,
+    markdown: bool,
+    json: bool,
+    opts: RunOptions,
+    cancel: Arc<AtomicBool>,
+) -> Result<()> {
     // The docs describe the engine, not a site: build it with the default configuration so
     // a broken config file does not hide the reference.
     let host = Host::new(Loaded::defaults(), opts, Map::new(), cancel);
@@ -241,7 +262,8 @@ fn doc_command(name: Option<&str>, definitions: Option<&Path>, markdown: bool, j
     let selected: Vec<doc::FnDoc> = match name {
         None => docs,
         Some(n) => {
-            let picked: Vec<_> = docs.into_iter().filter(|d| d.namespace == n || d.name == n || d.qualified_name() == n).collect();
+            let picked: Vec<_> =
+                docs.into_iter().filter(|d| d.namespace == n || d.name == n || d.qualified_name() == n).collect();
             if picked.is_empty() {
                 return Err(Error::Usage(format!("no function or namespace named `{n}`; `k3sx doc` lists them all")));
             }
@@ -254,7 +276,11 @@ fn doc_command(name: Option<&str>, definitions: Option<&Path>, markdown: bool, j
         out(doc::markdown(&selected).trim_end());
     } else {
         for d in &selected {
-            out(&format!("{}\n{}\n", d.signature, d.doc.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")));
+            out(&format!(
+                "{}\n{}\n",
+                d.signature,
+                d.doc.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+            ));
         }
     }
     Ok(())

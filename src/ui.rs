@@ -21,9 +21,8 @@ pub struct Ui {
 
 impl Ui {
     pub fn new(quiet: bool, no_color: bool, json: bool) -> Self {
-        let color = !no_color
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::io::stderr().is_terminal();
+        let color =
+            !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal();
         Ui { quiet, color, json }
     }
 

@@ -33,7 +33,8 @@ fn parse_options() -> ParseOptions {
 
 impl JsonFile {
     pub fn read(path: &Path) -> Result<JsonFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
         Self::parse(path, &text)
     }
 
@@ -48,13 +49,20 @@ impl JsonFile {
             )])
         })?;
         let Some(root) = parsed.value else {
-            return Ok(JsonFile { path: path.into(), value: Value::Object(Default::default()), positions: HashMap::new() });
+            return Ok(JsonFile {
+                path: path.into(),
+                value: Value::Object(Default::default()),
+                positions: HashMap::new(),
+            });
         };
         let lines = LineIndex::new(text);
         let mut positions = HashMap::new();
         let value = convert(&root, "", &lines, &mut positions);
         if !value.is_object() {
-            return Err(Error::Config(vec![format!("{}:1:1: the configuration must be a JSON object", path.display())]));
+            return Err(Error::Config(vec![format!(
+                "{}:1:1: the configuration must be a JSON object",
+                path.display()
+            )]));
         }
         Ok(JsonFile { path: path.into(), value, positions })
     }
@@ -151,7 +159,8 @@ pub fn set_value_in_file(path: &Path, section: &str, key: &str, new_value: &Valu
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "{}\n".to_string(),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let updated = rewrite(&text, section, key, new_value).map_err(|m| Error::Config(vec![format!("{}: {m}", path.display())]))?;
+    let updated =
+        rewrite(&text, section, key, new_value).map_err(|m| Error::Config(vec![format!("{}: {m}", path.display())]))?;
     let mode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777);
     crate::fsutil::write_atomic(path, updated.as_bytes(), mode.unwrap_or(0o644))
 }
@@ -201,7 +210,11 @@ mod tests {
 
     #[test]
     fn positions_are_recorded_for_nested_keys_and_array_elements() {
-        let f = JsonFile::parse(Path::new("k.json"), "{\n  \"network\": {\n    \"gateway\": \"10.0.0.1\"\n  },\n  \"nodes\": [{\"id\": \"pve1\"}]\n}\n").unwrap();
+        let f = JsonFile::parse(
+            Path::new("k.json"),
+            "{\n  \"network\": {\n    \"gateway\": \"10.0.0.1\"\n  },\n  \"nodes\": [{\"id\": \"pve1\"}]\n}\n",
+        )
+        .unwrap();
         assert_eq!(f.positions["network.gateway"], (3, 5));
         assert_eq!(f.positions["nodes[0].id"], (5, 14));
         assert_eq!(f.locate("network"), "k.json:2:3");

@@ -70,7 +70,9 @@ impl Layers {
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let mut errors = Vec::new();
         for (var, key) in ENV_KEYS {
-            let Some(raw) = env(var).filter(|v| !v.is_empty()) else { continue };
+            let Some(raw) = env(var).filter(|v| !v.is_empty()) else {
+                continue;
+            };
             match self.parse_for(key, &raw) {
                 Ok(v) => {
                     *pointer_mut(&mut self.value, key) = v;
@@ -122,9 +124,9 @@ impl Layers {
             Some(Value::Array(_)) if raw.starts_with('[') => {
                 serde_json::from_str(raw).map_err(|e| format!("expected a JSON array: {e}"))
             }
-            Some(Value::Array(_)) => Ok(Value::Array(
-                raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Value::from).collect(),
-            )),
+            Some(Value::Array(_)) => {
+                Ok(Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Value::from).collect()))
+            }
             _ => Ok(Value::String(raw.to_string())),
         }
     }

@@ -49,7 +49,11 @@ fn check_network(l: &Loaded, errors: &mut Vec<String>) {
     let net_text = format!("{}/{}", net.network(), net.prefix());
     for (key, addr) in [("network.range_start", start), ("network.range_end", end)] {
         if !net.contains(addr) {
-            errors.push(format!("{}: {addr} is outside the node network {} (network.gateway/network.cidr)", l.describe(key), net_text));
+            errors.push(format!(
+                "{}: {addr} is outside the node network {} (network.gateway/network.cidr)",
+                l.describe(key),
+                net_text
+            ));
         }
     }
     if start > end {
@@ -62,7 +66,10 @@ fn check_network(l: &Loaded, errors: &mut Vec<String>) {
     }
     let nodes = Ipv4Range::new(start, end).expect("start <= end");
     if nodes.contains(gw) {
-        errors.push(format!("{}: {gw} is inside the node range {nodes} (network.range_start..network.range_end)", l.describe("network.gateway")));
+        errors.push(format!(
+            "{}: {gw} is inside the node range {nodes} (network.range_start..network.range_end)",
+            l.describe("network.gateway")
+        ));
     }
     let vip = if l.config.kube_vip.enabled {
         ip(l, "kube_vip.vip", &l.config.kube_vip.vip, errors).inspect(|&vip| {
@@ -93,10 +100,18 @@ fn check_network(l: &Loaded, errors: &mut Vec<String>) {
                     ));
                 }
                 if !net.contains(lb.start()) || !net.contains(lb.end()) {
-                    errors.push(format!("{}: {lb} is not inside the node network {}", l.describe("metallb.range"), net_text));
+                    errors.push(format!(
+                        "{}: {lb} is not inside the node network {}",
+                        l.describe("metallb.range"),
+                        net_text
+                    ));
                 }
                 if let Some(vip) = vip.filter(|v| lb.contains(*v)) {
-                    errors.push(format!("{}: {vip} is inside {} ({lb})", l.describe("kube_vip.vip"), l.describe("metallb.range")));
+                    errors.push(format!(
+                        "{}: {vip} is inside {} ({lb})",
+                        l.describe("kube_vip.vip"),
+                        l.describe("metallb.range")
+                    ));
                 }
             }
         }
@@ -115,7 +130,10 @@ fn check_tags(l: &Loaded, errors: &mut Vec<String>) {
     let tags = [("tags.server", &t.server), ("tags.agent", &t.agent), ("tags.storage", &t.storage)];
     for (key, tag) in tags {
         if !is_valid_tag(tag) {
-            errors.push(format!("{}: `{tag}` is not a valid Proxmox tag (letters, digits, `_`, then also `-+.`)", l.describe(key)));
+            errors.push(format!(
+                "{}: `{tag}` is not a valid Proxmox tag (letters, digits, `_`, then also `-+.`)",
+                l.describe(key)
+            ));
         }
     }
     for (i, (k1, a)) in tags.iter().enumerate() {
@@ -146,7 +164,11 @@ fn check_inventory(l: &Loaded, errors: &mut Vec<String>) {
                 ip(l, &format!("{key}.ip"), addr, errors);
             }
             if let Some(first) = seen.insert(vm.vmid, key.clone()) {
-                errors.push(format!("{}: vmid {} is listed twice (also {first})", l.describe(&format!("{key}.vmid")), vm.vmid));
+                errors.push(format!(
+                    "{}: vmid {} is listed twice (also {first})",
+                    l.describe(&format!("{key}.vmid")),
+                    vm.vmid
+                ));
             }
         }
     }

@@ -60,28 +60,14 @@ pub enum AllocError {
     #[error("the range {range} is not inside the network {network}; fix the range or the network")]
     RangeOutsideNetwork { range: Ipv4Range, network: String },
 
-    #[error(
-        "`{key}`: the fixed address {address} is outside the network {network}; pin an address inside it"
-    )]
-    FixedOutsideNetwork {
-        key: String,
-        address: Ipv4Addr,
-        network: String,
-    },
+    #[error("`{key}`: the fixed address {address} is outside the network {network}; pin an address inside it")]
+    FixedOutsideNetwork { key: String, address: Ipv4Addr, network: String },
 
     #[error("`{key}`: the fixed address {address} {why}; pin another address")]
-    FixedUnusable {
-        key: String,
-        address: Ipv4Addr,
-        why: String,
-    },
+    FixedUnusable { key: String, address: Ipv4Addr, why: String },
 
     #[error("`{first}` and `{second}` are both pinned to {address}; give each VM its own address")]
-    DuplicateFixed {
-        first: String,
-        second: String,
-        address: Ipv4Addr,
-    },
+    DuplicateFixed { first: String, second: String, address: Ipv4Addr },
 
     #[error(
         "the range {range} has {free} but {needed} {need_one} ({keeping} {keep}); widen the range",
@@ -89,12 +75,7 @@ pub enum AllocError {
         need_one = if *needed == 1 { "VM needs one" } else { "VMs need one" },
         keep = if *keeping == 1 { "keeps its own" } else { "keep theirs" },
     )]
-    RangeTooSmall {
-        range: Ipv4Range,
-        free: u64,
-        needed: usize,
-        keeping: usize,
-    },
+    RangeTooSmall { range: Ipv4Range, free: u64, needed: usize, keeping: usize },
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -113,23 +94,13 @@ impl AllocPool {
             return Some("is the gateway".into());
         }
         if self.cidr.is_network_or_broadcast(ip) {
-            let which = if ip == self.cidr.network() {
-                "network"
-            } else {
-                "broadcast"
-            };
-            return Some(format!(
-                "is the {which} address of {}",
-                network_text(&self.cidr)
-            ));
+            let which = if ip == self.cidr.network() { "network" } else { "broadcast" };
+            return Some(format!("is the {which} address of {}", network_text(&self.cidr)));
         }
         if self.reserved.contains(&ip) {
             return Some("is reserved".into());
         }
-        self.reserved_ranges
-            .iter()
-            .find(|r| r.contains(ip))
-            .map(|r| format!("is in the reserved range {r}"))
+        self.reserved_ranges.iter().find(|r| r.contains(ip)).map(|r| format!("is in the reserved range {r}"))
     }
 
     /// Inclusive intervals no new address may come from, before kept/fixed ones.
@@ -141,11 +112,7 @@ impl AllocPool {
             blocked.push(single(self.cidr.broadcast()));
         }
         blocked.extend(self.reserved.iter().copied().map(single));
-        blocked.extend(
-            self.reserved_ranges
-                .iter()
-                .map(|r| (u32::from(r.start()), u32::from(r.end()))),
-        );
+        blocked.extend(self.reserved_ranges.iter().map(|r| (u32::from(r.start()), u32::from(r.end()))));
         blocked
     }
 }
@@ -194,15 +161,9 @@ fn free_gaps(range: &Ipv4Range, mut blocked: Vec<(u32, u32)>) -> Vec<(u32, u32)>
 /// Addresses held by machines k3sx does not manage must be passed in
 /// `pool.reserved`, or they may be handed out. The plan is all or nothing: on
 /// any error, including a range too small, no allocation is returned.
-pub fn allocate_sticky(
-    requests: &[AllocRequest],
-    pool: &AllocPool,
-) -> Result<Vec<Allocation>, AllocError> {
+pub fn allocate_sticky(requests: &[AllocRequest], pool: &AllocPool) -> Result<Vec<Allocation>, AllocError> {
     if !range_within_cidr(&pool.range, &pool.cidr) {
-        return Err(AllocError::RangeOutsideNetwork {
-            range: pool.range,
-            network: network_text(&pool.cidr),
-        });
+        return Err(AllocError::RangeOutsideNetwork { range: pool.range, network: network_text(&pool.cidr) });
     }
 
     // Who holds which address so far, to reject or move later claimants.
@@ -217,18 +178,10 @@ pub fn allocate_sticky(
             });
         }
         if let Some(why) = pool.excluded(address) {
-            return Err(AllocError::FixedUnusable {
-                key: req.key.clone(),
-                address,
-                why,
-            });
+            return Err(AllocError::FixedUnusable { key: req.key.clone(), address, why });
         }
         if let Some(first) = holder.insert(address, &req.key) {
-            return Err(AllocError::DuplicateFixed {
-                first: first.to_string(),
-                second: req.key.clone(),
-                address,
-            });
+            return Err(AllocError::DuplicateFixed { first: first.to_string(), second: req.key.clone(), address });
         }
     }
 
@@ -245,11 +198,8 @@ pub fn allocate_sticky(
         let lost = if !pool.range.contains(current) {
             Some(format!("{current} is outside the range {}", pool.range))
         } else {
-            (pool.excluded(current).map(|why| format!("{current} {why}"))).or_else(|| {
-                holder
-                    .get(&current)
-                    .map(|other| format!("{current} is already held by `{other}`"))
-            })
+            (pool.excluded(current).map(|why| format!("{current} {why}")))
+                .or_else(|| holder.get(&current).map(|other| format!("{current} is already held by `{other}`")))
         };
         match lost {
             Some(note) => planned.push(Plan::Needs { note: Some(note) }),
@@ -264,22 +214,12 @@ pub fn allocate_sticky(
     blocked.extend(holder.keys().map(|&ip| (u32::from(ip), u32::from(ip))));
     let gaps = free_gaps(&pool.range, blocked);
     let free: u64 = gaps.iter().map(|&(s, e)| u64::from(e - s) + 1).sum();
-    let needed = planned
-        .iter()
-        .filter(|p| matches!(p, Plan::Needs { .. }))
-        .count();
+    let needed = planned.iter().filter(|p| matches!(p, Plan::Needs { .. })).count();
     if (needed as u64) > free {
-        return Err(AllocError::RangeTooSmall {
-            range: pool.range,
-            free,
-            needed,
-            keeping: requests.len() - needed,
-        });
+        return Err(AllocError::RangeTooSmall { range: pool.range, free, needed, keeping: requests.len() - needed });
     }
 
-    let mut fresh = gaps
-        .into_iter()
-        .flat_map(|(s, e)| (s..=e).map(Ipv4Addr::from));
+    let mut fresh = gaps.into_iter().flat_map(|(s, e)| (s..=e).map(Ipv4Addr::from));
     let allocations = requests
         .iter()
         .zip(planned)
@@ -287,18 +227,9 @@ pub fn allocate_sticky(
             let (address, action, note) = match plan {
                 Plan::Has(address, action) => (address, action, None),
                 // Enough free addresses were counted above.
-                Plan::Needs { note } => (
-                    fresh.next().expect("free addresses counted"),
-                    AllocAction::Set,
-                    note,
-                ),
+                Plan::Needs { note } => (fresh.next().expect("free addresses counted"), AllocAction::Set, note),
             };
-            Allocation {
-                key: req.key.clone(),
-                address,
-                action,
-                note,
-            }
+            Allocation { key: req.key.clone(), address, action, note }
         })
         .collect();
     Ok(allocations)
@@ -323,27 +254,15 @@ mod tests {
     }
 
     fn new_vm(key: &str) -> AllocRequest {
-        AllocRequest {
-            key: key.into(),
-            current: None,
-            fixed: None,
-        }
+        AllocRequest { key: key.into(), current: None, fixed: None }
     }
 
     fn holding(key: &str, current: &str) -> AllocRequest {
-        AllocRequest {
-            key: key.into(),
-            current: Some(ip(current)),
-            fixed: None,
-        }
+        AllocRequest { key: key.into(), current: Some(ip(current)), fixed: None }
     }
 
     fn pinned(key: &str, fixed: &str) -> AllocRequest {
-        AllocRequest {
-            key: key.into(),
-            current: None,
-            fixed: Some(ip(fixed)),
-        }
+        AllocRequest { key: key.into(), current: None, fixed: Some(ip(fixed)) }
     }
 
     /// `key address action` per VM, for compact assertions.
@@ -361,85 +280,38 @@ mod tests {
 
     #[test]
     fn new_vms_get_the_lowest_addresses_in_request_order() {
-        let got = plan(
-            &[new_vm("a"), new_vm("b"), new_vm("c")],
-            &pool("10.10.0.201-10.10.0.210"),
-        );
-        assert_eq!(
-            got,
-            [
-                "a 10.10.0.201 Set",
-                "b 10.10.0.202 Set",
-                "c 10.10.0.203 Set"
-            ]
-        );
+        let got = plan(&[new_vm("a"), new_vm("b"), new_vm("c")], &pool("10.10.0.201-10.10.0.210"));
+        assert_eq!(got, ["a 10.10.0.201 Set", "b 10.10.0.202 Set", "c 10.10.0.203 Set"]);
     }
 
     #[test]
     fn no_requests_give_an_empty_plan() {
-        assert!(
-            allocate_sticky(&[], &pool("10.10.0.201-10.10.0.210"))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(allocate_sticky(&[], &pool("10.10.0.201-10.10.0.210")).unwrap().is_empty());
     }
 
     #[test]
     fn static_address_in_range_is_kept_and_skipped_for_new_vms() {
-        let got = plan(
-            &[new_vm("a"), holding("b", "10.10.0.201"), new_vm("c")],
-            &pool("10.10.0.201-10.10.0.210"),
-        );
-        assert_eq!(
-            got,
-            [
-                "a 10.10.0.202 Set",
-                "b 10.10.0.201 Keep",
-                "c 10.10.0.203 Set"
-            ]
-        );
+        let got = plan(&[new_vm("a"), holding("b", "10.10.0.201"), new_vm("c")], &pool("10.10.0.201-10.10.0.210"));
+        assert_eq!(got, ["a 10.10.0.202 Set", "b 10.10.0.201 Keep", "c 10.10.0.203 Set"]);
     }
 
     #[test]
     fn adding_a_vm_earlier_in_order_moves_nobody() {
         let pool = pool("10.10.0.201-10.10.0.210");
         let before = plan(&[new_vm("pve1/105"), new_vm("pve1/106")], &pool);
-        assert_eq!(
-            before,
-            ["pve1/105 10.10.0.201 Set", "pve1/106 10.10.0.202 Set"]
-        );
-        let after = plan(
-            &[
-                new_vm("pve1/100"),
-                holding("pve1/105", "10.10.0.201"),
-                holding("pve1/106", "10.10.0.202"),
-            ],
-            &pool,
-        );
-        assert_eq!(
-            after,
-            [
-                "pve1/100 10.10.0.203 Set",
-                "pve1/105 10.10.0.201 Keep",
-                "pve1/106 10.10.0.202 Keep"
-            ]
-        );
+        assert_eq!(before, ["pve1/105 10.10.0.201 Set", "pve1/106 10.10.0.202 Set"]);
+        let after =
+            plan(&[new_vm("pve1/100"), holding("pve1/105", "10.10.0.201"), holding("pve1/106", "10.10.0.202")], &pool);
+        assert_eq!(after, ["pve1/100 10.10.0.203 Set", "pve1/105 10.10.0.201 Keep", "pve1/106 10.10.0.202 Keep"]);
     }
 
     #[test]
     fn a_rerun_keeps_everything() {
         let pool = pool("10.10.0.201-10.10.0.210");
         let first = allocate_sticky(&[new_vm("a"), new_vm("b")], &pool).unwrap();
-        let again: Vec<AllocRequest> = first
-            .iter()
-            .map(|a| holding(&a.key, &a.address.to_string()))
-            .collect();
+        let again: Vec<AllocRequest> = first.iter().map(|a| holding(&a.key, &a.address.to_string())).collect();
         let second = allocate_sticky(&again, &pool).unwrap();
-        assert!(
-            second
-                .iter()
-                .all(|a| a.action == AllocAction::Keep && a.note.is_none())
-        );
+        assert!(second.iter().all(|a| a.action == AllocAction::Keep && a.note.is_none()));
         assert_eq!(
             first.iter().map(|a| a.address).collect::<Vec<_>>(),
             second.iter().map(|a| a.address).collect::<Vec<_>>()
@@ -449,65 +321,30 @@ mod tests {
     #[test]
     fn new_addresses_fill_holes_lowest_first() {
         let got = plan(
-            &[
-                holding("a", "10.10.0.201"),
-                holding("b", "10.10.0.203"),
-                new_vm("c"),
-                new_vm("d"),
-            ],
+            &[holding("a", "10.10.0.201"), holding("b", "10.10.0.203"), new_vm("c"), new_vm("d")],
             &pool("10.10.0.201-10.10.0.210"),
         );
-        assert_eq!(
-            got,
-            [
-                "a 10.10.0.201 Keep",
-                "b 10.10.0.203 Keep",
-                "c 10.10.0.202 Set",
-                "d 10.10.0.204 Set"
-            ]
-        );
+        assert_eq!(got, ["a 10.10.0.201 Keep", "b 10.10.0.203 Keep", "c 10.10.0.202 Set", "d 10.10.0.204 Set"]);
     }
 
     #[test]
     fn duplicate_current_address_first_in_order_keeps_it() {
         let result = allocate_sticky(
-            &[
-                holding("pve1/101 m1", "10.10.0.205"),
-                holding("pve2/102 m2", "10.10.0.205"),
-            ],
+            &[holding("pve1/101 m1", "10.10.0.205"), holding("pve2/102 m2", "10.10.0.205")],
             &pool("10.10.0.201-10.10.0.210"),
         )
         .unwrap();
-        assert_eq!(
-            (result[0].address, result[0].action),
-            (ip("10.10.0.205"), AllocAction::Keep)
-        );
-        assert_eq!(
-            (result[1].address, result[1].action),
-            (ip("10.10.0.201"), AllocAction::Set)
-        );
-        assert_eq!(
-            result[1].note.as_deref(),
-            Some("10.10.0.205 is already held by `pve1/101 m1`")
-        );
+        assert_eq!((result[0].address, result[0].action), (ip("10.10.0.205"), AllocAction::Keep));
+        assert_eq!((result[1].address, result[1].action), (ip("10.10.0.201"), AllocAction::Set));
+        assert_eq!(result[1].note.as_deref(), Some("10.10.0.205 is already held by `pve1/101 m1`"));
         assert_eq!(result[0].note, None);
     }
 
     #[test]
     fn current_address_outside_the_range_is_replaced_with_a_note() {
-        let result = allocate_sticky(
-            &[holding("a", "10.10.0.50")],
-            &pool("10.10.0.201-10.10.0.210"),
-        )
-        .unwrap();
-        assert_eq!(
-            (result[0].address, result[0].action),
-            (ip("10.10.0.201"), AllocAction::Set)
-        );
-        assert_eq!(
-            result[0].note.as_deref(),
-            Some("10.10.0.50 is outside the range 10.10.0.201-10.10.0.210")
-        );
+        let result = allocate_sticky(&[holding("a", "10.10.0.50")], &pool("10.10.0.201-10.10.0.210")).unwrap();
+        assert_eq!((result[0].address, result[0].action), (ip("10.10.0.201"), AllocAction::Set));
+        assert_eq!(result[0].note.as_deref(), Some("10.10.0.50 is outside the range 10.10.0.201-10.10.0.210"));
     }
 
     #[test]
@@ -522,11 +359,7 @@ mod tests {
             holding("vip", "10.10.0.100"),
             holding("lb", "10.10.0.155"),
         ];
-        let notes: Vec<String> = allocate_sticky(&reqs, &pool)
-            .unwrap()
-            .into_iter()
-            .map(|a| a.note.unwrap())
-            .collect();
+        let notes: Vec<String> = allocate_sticky(&reqs, &pool).unwrap().into_iter().map(|a| a.note.unwrap()).collect();
         assert_eq!(
             notes,
             [
@@ -543,26 +376,17 @@ mod tests {
     fn new_addresses_skip_gateway_network_broadcast_and_reservations() {
         let mut pool = pool("10.10.0.0-10.10.0.8");
         pool.reserved = vec![ip("10.10.0.2"), ip("10.10.0.99")];
-        pool.reserved_ranges = vec![
-            "10.10.0.4-10.10.0.6".parse().unwrap(),
-            "10.10.0.3-10.10.0.3".parse().unwrap(),
-        ];
+        pool.reserved_ranges = vec!["10.10.0.4-10.10.0.6".parse().unwrap(), "10.10.0.3-10.10.0.3".parse().unwrap()];
         let got = plan(&[new_vm("a"), new_vm("b")], &pool);
         assert_eq!(got, ["a 10.10.0.7 Set", "b 10.10.0.8 Set"]);
     }
 
     #[test]
     fn broadcast_at_range_end_is_skipped() {
-        let got = plan(
-            &[new_vm("a"), new_vm("b")],
-            &pool("10.10.0.253-10.10.0.255"),
-        );
+        let got = plan(&[new_vm("a"), new_vm("b")], &pool("10.10.0.253-10.10.0.255"));
         assert_eq!(got, ["a 10.10.0.253 Set", "b 10.10.0.254 Set"]);
         assert_eq!(
-            error(
-                &[new_vm("a"), new_vm("b"), new_vm("c")],
-                &pool("10.10.0.253-10.10.0.255")
-            ),
+            error(&[new_vm("a"), new_vm("b"), new_vm("c")], &pool("10.10.0.253-10.10.0.255")),
             "the range 10.10.0.253-10.10.0.255 has 2 free addresses but 3 VMs need one (0 keep theirs); widen the range"
         );
     }
@@ -576,43 +400,22 @@ mod tests {
             reserved: vec![],
             reserved_ranges: vec![],
         };
-        assert_eq!(
-            plan(&[new_vm("a"), new_vm("b")], &pool),
-            ["a 10.0.0.0 Set", "b 10.0.0.1 Set"]
-        );
+        assert_eq!(plan(&[new_vm("a"), new_vm("b")], &pool), ["a 10.0.0.0 Set", "b 10.0.0.1 Set"]);
     }
 
     #[test]
     fn fixed_address_is_used_as_is_even_outside_the_range() {
         let got = plan(
-            &[
-                pinned("a", "10.10.0.10"),
-                pinned("b", "10.10.0.201"),
-                new_vm("c"),
-            ],
+            &[pinned("a", "10.10.0.10"), pinned("b", "10.10.0.201"), new_vm("c")],
             &pool("10.10.0.201-10.10.0.210"),
         );
-        assert_eq!(
-            got,
-            [
-                "a 10.10.0.10 Fixed",
-                "b 10.10.0.201 Fixed",
-                "c 10.10.0.202 Set"
-            ]
-        );
+        assert_eq!(got, ["a 10.10.0.10 Fixed", "b 10.10.0.201 Fixed", "c 10.10.0.202 Set"]);
     }
 
     #[test]
     fn fixed_wins_over_current_even_when_equal() {
-        let req = AllocRequest {
-            key: "a".into(),
-            current: Some(ip("10.10.0.205")),
-            fixed: Some(ip("10.10.0.205")),
-        };
-        assert_eq!(
-            plan(&[req], &pool("10.10.0.201-10.10.0.210")),
-            ["a 10.10.0.205 Fixed"]
-        );
+        let req = AllocRequest { key: "a".into(), current: Some(ip("10.10.0.205")), fixed: Some(ip("10.10.0.205")) };
+        assert_eq!(plan(&[req], &pool("10.10.0.201-10.10.0.210")), ["a 10.10.0.205 Fixed"]);
     }
 
     #[test]
@@ -622,29 +425,16 @@ mod tests {
             &pool("10.10.0.201-10.10.0.210"),
         )
         .unwrap();
-        assert_eq!(
-            (result[0].address, result[0].action),
-            (ip("10.10.0.201"), AllocAction::Set)
-        );
-        assert_eq!(
-            result[0].note.as_deref(),
-            Some("10.10.0.203 is already held by `b`")
-        );
-        assert_eq!(
-            (result[1].address, result[1].action),
-            (ip("10.10.0.203"), AllocAction::Fixed)
-        );
+        assert_eq!((result[0].address, result[0].action), (ip("10.10.0.201"), AllocAction::Set));
+        assert_eq!(result[0].note.as_deref(), Some("10.10.0.203 is already held by `b`"));
+        assert_eq!((result[1].address, result[1].action), (ip("10.10.0.203"), AllocAction::Fixed));
     }
 
     #[test]
     fn duplicate_fixed_addresses_name_both_vms() {
         assert_eq!(
             error(
-                &[
-                    pinned("pve1/101 m1", "10.10.0.5"),
-                    new_vm("x"),
-                    pinned("pve2/201 m2", "10.10.0.5")
-                ],
+                &[pinned("pve1/101 m1", "10.10.0.5"), new_vm("x"), pinned("pve2/201 m2", "10.10.0.5")],
                 &pool("10.10.0.201-10.10.0.210")
             ),
             "`pve1/101 m1` and `pve2/201 m2` are both pinned to 10.10.0.5; give each VM its own address"
@@ -661,10 +451,7 @@ mod tests {
                 "10.10.1.5",
                 "`vm`: the fixed address 10.10.1.5 is outside the network 10.10.0.0/24; pin an address inside it",
             ),
-            (
-                "10.10.0.1",
-                "`vm`: the fixed address 10.10.0.1 is the gateway; pin another address",
-            ),
+            ("10.10.0.1", "`vm`: the fixed address 10.10.0.1 is the gateway; pin another address"),
             (
                 "10.10.0.0",
                 "`vm`: the fixed address 10.10.0.0 is the network address of 10.10.0.0/24; pin another address",
@@ -673,10 +460,7 @@ mod tests {
                 "10.10.0.255",
                 "`vm`: the fixed address 10.10.0.255 is the broadcast address of 10.10.0.0/24; pin another address",
             ),
-            (
-                "10.10.0.100",
-                "`vm`: the fixed address 10.10.0.100 is reserved; pin another address",
-            ),
+            ("10.10.0.100", "`vm`: the fixed address 10.10.0.100 is reserved; pin another address"),
             (
                 "10.10.0.150",
                 "`vm`: the fixed address 10.10.0.150 is in the reserved range 10.10.0.150-10.10.0.160; pin another address",
@@ -718,28 +502,15 @@ mod tests {
     #[test]
     fn range_too_small_singular_wording() {
         assert_eq!(
-            error(
-                &[holding("a", "10.10.0.201"), new_vm("b")],
-                &pool("10.10.0.201-10.10.0.201")
-            ),
+            error(&[holding("a", "10.10.0.201"), new_vm("b")], &pool("10.10.0.201-10.10.0.201")),
             "the range 10.10.0.201-10.10.0.201 has 0 free addresses but 1 VM needs one (1 keeps its own); widen the range"
         );
     }
 
     #[test]
     fn a_range_exactly_full_succeeds() {
-        let got = plan(
-            &[new_vm("a"), holding("b", "10.10.0.202"), new_vm("c")],
-            &pool("10.10.0.201-10.10.0.203"),
-        );
-        assert_eq!(
-            got,
-            [
-                "a 10.10.0.201 Set",
-                "b 10.10.0.202 Keep",
-                "c 10.10.0.203 Set"
-            ]
-        );
+        let got = plan(&[new_vm("a"), holding("b", "10.10.0.202"), new_vm("c")], &pool("10.10.0.201-10.10.0.203"));
+        assert_eq!(got, ["a 10.10.0.201 Set", "b 10.10.0.202 Keep", "c 10.10.0.203 Set"]);
     }
 
     #[test]
@@ -762,16 +533,7 @@ mod tests {
         let got = plan(&[new_vm("a"), new_vm("b")], &pool);
         assert_eq!(got, ["a 10.255.255.251 Set", "b 10.255.255.252 Set"]);
         assert_eq!(
-            error(
-                &[
-                    new_vm("a"),
-                    new_vm("b"),
-                    new_vm("c"),
-                    new_vm("d"),
-                    new_vm("e")
-                ],
-                &pool
-            ),
+            error(&[new_vm("a"), new_vm("b"), new_vm("c"), new_vm("d"), new_vm("e")], &pool),
             "the range 10.0.0.0-10.255.255.255 has 4 free addresses but 5 VMs need one (0 keep theirs); widen the range"
         );
     }
@@ -779,21 +541,12 @@ mod tests {
     #[test]
     fn free_gaps_merges_overlapping_blocks_and_clips_to_the_range() {
         let range: Ipv4Range = "0.0.0.10-0.0.0.30".parse().unwrap();
-        let gaps = free_gaps(
-            &range,
-            vec![(12, 15), (14, 18), (5, 10), (30, 40), (25, 25), (100, 200)],
-        );
+        let gaps = free_gaps(&range, vec![(12, 15), (14, 18), (5, 10), (30, 40), (25, 25), (100, 200)]);
         assert_eq!(gaps, vec![(11, 11), (19, 24), (26, 29)]);
         assert_eq!(free_gaps(&range, vec![]), vec![(10, 30)]);
         assert_eq!(free_gaps(&range, vec![(0, u32::MAX)]), vec![]);
         let top: Ipv4Range = "255.255.255.250-255.255.255.255".parse().unwrap();
-        assert_eq!(
-            free_gaps(&top, vec![(u32::MAX, u32::MAX)]),
-            vec![(u32::MAX - 5, u32::MAX - 1)]
-        );
-        assert_eq!(
-            free_gaps(&top, vec![(u32::MAX - 5, u32::MAX - 5)]),
-            vec![(u32::MAX - 4, u32::MAX)]
-        );
+        assert_eq!(free_gaps(&top, vec![(u32::MAX, u32::MAX)]), vec![(u32::MAX - 5, u32::MAX - 1)]);
+        assert_eq!(free_gaps(&top, vec![(u32::MAX - 5, u32::MAX - 5)]), vec![(u32::MAX - 4, u32::MAX)]);
     }
 }

@@ -18,10 +18,7 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(part: impl Into<String>, reason: impl Into<String>) -> Self {
-        ParseError {
-            part: part.into(),
-            reason: reason.into(),
-        }
+        ParseError { part: part.into(), reason: reason.into() }
     }
 }
 
@@ -40,10 +37,7 @@ fn parse_prefix(text: &str, whole: &str, max: u8) -> Result<u8, ParseError> {
 /// Splits `addr/prefix`; a missing `/prefix` is an error, never a silent /32.
 fn split_cidr<'a>(text: &'a str, example: &str) -> Result<(&'a str, &'a str), ParseError> {
     text.split_once('/').ok_or_else(|| {
-        ParseError::new(
-            text,
-            format!("missing prefix length (expected address/prefix, e.g. {example})"),
-        )
+        ParseError::new(text, format!("missing prefix length (expected address/prefix, e.g. {example})"))
     })
 }
 
@@ -62,10 +56,7 @@ impl Ipv4Cidr {
     /// Builds a CIDR; fails when `prefix` is above 32.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, ParseError> {
         if prefix > 32 {
-            return Err(ParseError::new(
-                format!("{addr}/{prefix}"),
-                "invalid prefix length (expected 0-32)",
-            ));
+            return Err(ParseError::new(format!("{addr}/{prefix}"), "invalid prefix length (expected 0-32)"));
         }
         Ok(Ipv4Cidr { addr, prefix })
     }
@@ -86,11 +77,7 @@ impl Ipv4Cidr {
     }
 
     fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        }
+        if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) }
     }
 
     /// The network address (host bits cleared).
@@ -139,9 +126,7 @@ impl FromStr for Ipv4Cidr {
     /// guessing /32 or /24 would silently give a VM the wrong network.
     fn from_str(text: &str) -> Result<Self, ParseError> {
         let (addr, prefix) = split_cidr(text, "10.10.0.5/24")?;
-        let addr = addr
-            .parse::<Ipv4Addr>()
-            .map_err(|_| ParseError::new(text, "invalid address"))?;
+        let addr = addr.parse::<Ipv4Addr>().map_err(|_| ParseError::new(text, "invalid address"))?;
         let prefix = parse_prefix(prefix, text, 32)?;
         Ok(Ipv4Cidr { addr, prefix })
     }
@@ -159,10 +144,7 @@ impl Ipv6Cidr {
     /// Builds a CIDR; fails when `prefix` is above 128.
     pub fn new(addr: Ipv6Addr, prefix: u8) -> Result<Self, ParseError> {
         if prefix > 128 {
-            return Err(ParseError::new(
-                format!("{addr}/{prefix}"),
-                "invalid prefix length (expected 0-128)",
-            ));
+            return Err(ParseError::new(format!("{addr}/{prefix}"), "invalid prefix length (expected 0-128)"));
         }
         Ok(Ipv6Cidr { addr, prefix })
     }
@@ -190,9 +172,7 @@ impl FromStr for Ipv6Cidr {
 
     fn from_str(text: &str) -> Result<Self, ParseError> {
         let (addr, prefix) = split_cidr(text, "2001:db8::5/64")?;
-        let addr = addr
-            .parse::<Ipv6Addr>()
-            .map_err(|_| ParseError::new(text, "invalid address"))?;
+        let addr = addr.parse::<Ipv6Addr>().map_err(|_| ParseError::new(text, "invalid address"))?;
         let prefix = parse_prefix(prefix, text, 128)?;
         Ok(Ipv6Cidr { addr, prefix })
     }
@@ -210,10 +190,7 @@ impl Ipv4Range {
     /// Builds a range; fails when `start` comes after `end`.
     pub fn new(start: Ipv4Addr, end: Ipv4Addr) -> Result<Self, ParseError> {
         if start > end {
-            return Err(ParseError::new(
-                format!("{start}-{end}"),
-                "range start is after its end",
-            ));
+            return Err(ParseError::new(format!("{start}-{end}"), "range start is after its end"));
         }
         Ok(Ipv4Range { start, end })
     }
@@ -262,16 +239,13 @@ impl FromStr for Ipv4Range {
 
     /// Parses `10.10.0.151-10.10.0.199` (spaces around the dash allowed).
     fn from_str(text: &str) -> Result<Self, ParseError> {
-        let (start, end) = text.split_once('-').ok_or_else(|| {
-            ParseError::new(
-                text,
-                "expected a range first-last, e.g. 10.10.0.151-10.10.0.199",
-            )
-        })?;
+        let (start, end) = text
+            .split_once('-')
+            .ok_or_else(|| ParseError::new(text, "expected a range first-last, e.g. 10.10.0.151-10.10.0.199"))?;
         let addr = |part: &str, which: &str| {
-            part.trim().parse::<Ipv4Addr>().map_err(|_| {
-                ParseError::new(text, format!("invalid {which} address `{}`", part.trim()))
-            })
+            part.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| ParseError::new(text, format!("invalid {which} address `{}`", part.trim())))
         };
         let (start, end) = (addr(start, "start")?, addr(end, "end")?);
         Ipv4Range::new(start, end).map_err(|e| ParseError::new(text, e.reason))
@@ -393,38 +367,17 @@ mod tests {
         assert_eq!(cidr_err("/24"), "/24: invalid address");
         // Leading zeros read as octal by some tools: refuse rather than guess.
         assert_eq!(cidr_err("010.0.0.1/24"), "010.0.0.1/24: invalid address");
-        assert_eq!(
-            cidr_err("10.0.0.1/33"),
-            "10.0.0.1/33: invalid prefix length (expected 0-32)"
-        );
-        assert_eq!(
-            cidr_err("10.0.0.1/"),
-            "10.0.0.1/: invalid prefix length (expected 0-32)"
-        );
-        assert_eq!(
-            cidr_err("10.0.0.1/+8"),
-            "10.0.0.1/+8: invalid prefix length (expected 0-32)"
-        );
-        assert_eq!(
-            cidr_err("10.0.0.1/2 4"),
-            "10.0.0.1/2 4: invalid prefix length (expected 0-32)"
-        );
-        assert_eq!(
-            cidr_err("10.0.0.1/24/8"),
-            "10.0.0.1/24/8: invalid prefix length (expected 0-32)"
-        );
-        assert_eq!(
-            cidr_err("10.0.0.1/99999"),
-            "10.0.0.1/99999: invalid prefix length (expected 0-32)"
-        );
+        assert_eq!(cidr_err("10.0.0.1/33"), "10.0.0.1/33: invalid prefix length (expected 0-32)");
+        assert_eq!(cidr_err("10.0.0.1/"), "10.0.0.1/: invalid prefix length (expected 0-32)");
+        assert_eq!(cidr_err("10.0.0.1/+8"), "10.0.0.1/+8: invalid prefix length (expected 0-32)");
+        assert_eq!(cidr_err("10.0.0.1/2 4"), "10.0.0.1/2 4: invalid prefix length (expected 0-32)");
+        assert_eq!(cidr_err("10.0.0.1/24/8"), "10.0.0.1/24/8: invalid prefix length (expected 0-32)");
+        assert_eq!(cidr_err("10.0.0.1/99999"), "10.0.0.1/99999: invalid prefix length (expected 0-32)");
     }
 
     #[test]
     fn cidr_new_checks_prefix() {
-        assert_eq!(
-            Ipv4Cidr::new(ip("10.0.0.1"), 24).unwrap(),
-            cidr("10.0.0.1/24")
-        );
+        assert_eq!(Ipv4Cidr::new(ip("10.0.0.1"), 24).unwrap(), cidr("10.0.0.1/24"));
         assert_eq!(
             Ipv4Cidr::new(ip("10.0.0.1"), 40).unwrap_err().to_string(),
             "10.0.0.1/40: invalid prefix length (expected 0-32)"
@@ -445,10 +398,7 @@ mod tests {
     fn ipv6_cidr_errors() {
         let err = |s: &str| s.parse::<Ipv6Cidr>().unwrap_err().to_string();
         assert_eq!(err("2001:db8::g/64"), "2001:db8::g/64: invalid address");
-        assert_eq!(
-            err("2001:db8::1/129"),
-            "2001:db8::1/129: invalid prefix length (expected 0-128)"
-        );
+        assert_eq!(err("2001:db8::1/129"), "2001:db8::1/129: invalid prefix length (expected 0-128)");
         assert_eq!(
             err("2001:db8::1"),
             "2001:db8::1: missing prefix length (expected address/prefix, e.g. 2001:db8::5/64)"
@@ -494,27 +444,16 @@ mod tests {
 
     #[test]
     fn range_errors_name_the_input_and_the_bad_end() {
-        assert_eq!(
-            range_err("10.0.0.1"),
-            "10.0.0.1: expected a range first-last, e.g. 10.10.0.151-10.10.0.199"
-        );
-        assert_eq!(
-            range_err("10.0.0.x-10.0.0.5"),
-            "10.0.0.x-10.0.0.5: invalid start address `10.0.0.x`"
-        );
+        assert_eq!(range_err("10.0.0.1"), "10.0.0.1: expected a range first-last, e.g. 10.10.0.151-10.10.0.199");
+        assert_eq!(range_err("10.0.0.x-10.0.0.5"), "10.0.0.x-10.0.0.5: invalid start address `10.0.0.x`");
         assert_eq!(range_err("10.0.0.1-"), "10.0.0.1-: invalid end address ``");
         assert_eq!(
             range_err("10.0.0.1-10.0.0.2-10.0.0.3"),
             "10.0.0.1-10.0.0.2-10.0.0.3: invalid end address `10.0.0.2-10.0.0.3`"
         );
+        assert_eq!(range_err("10.0.0.9-10.0.0.5"), "10.0.0.9-10.0.0.5: range start is after its end");
         assert_eq!(
-            range_err("10.0.0.9-10.0.0.5"),
-            "10.0.0.9-10.0.0.5: range start is after its end"
-        );
-        assert_eq!(
-            Ipv4Range::new(ip("10.0.0.9"), ip("10.0.0.5"))
-                .unwrap_err()
-                .to_string(),
+            Ipv4Range::new(ip("10.0.0.9"), ip("10.0.0.5")).unwrap_err().to_string(),
             "10.0.0.9-10.0.0.5: range start is after its end"
         );
     }

@@ -53,11 +53,7 @@ pub struct IpConfig {
 impl IpConfig {
     /// A static IPv4 setting with an optional gateway, nothing else.
     pub fn static_v4(address: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Self {
-        IpConfig {
-            ip: Some(Ipv4Setting::Static(address)),
-            gw: gateway,
-            ..IpConfig::default()
-        }
+        IpConfig { ip: Some(Ipv4Setting::Static(address)), gw: gateway, ..IpConfig::default() }
     }
 
     /// Parses a stored or user-written value; keys in any order, surrounding
@@ -75,10 +71,7 @@ impl IpConfig {
         for raw in trimmed.split(',') {
             let item = raw.trim();
             if item.is_empty() {
-                return Err(ParseError::new(
-                    text,
-                    "empty item (two commas in a row, or a comma at an end)",
-                ));
+                return Err(ParseError::new(text, "empty item (two commas in a row, or a comma at an end)"));
             }
             let Some((key, value)) = item.split_once('=') else {
                 return Err(ParseError::new(item, "expected key=value"));
@@ -98,10 +91,7 @@ impl IpConfig {
                 }
             };
             if seen[slot] {
-                return Err(ParseError::new(
-                    item,
-                    format!("`{key}` is given more than once"),
-                ));
+                return Err(ParseError::new(item, format!("`{key}` is given more than once")));
             }
             seen[slot] = true;
             if value.is_empty() {
@@ -223,15 +213,9 @@ mod tests {
         let c = parse("gw6=2001:db8::1,ip6=2001:db8::5/64,gw=10.0.0.1,ip=10.0.0.5/24");
         assert_eq!(c.ip, Some(Ipv4Setting::Static(cidr("10.0.0.5/24"))));
         assert_eq!(c.gw, Some(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(
-            c.ip6,
-            Some(Ipv6Setting::Static("2001:db8::5/64".parse().unwrap()))
-        );
+        assert_eq!(c.ip6, Some(Ipv6Setting::Static("2001:db8::5/64".parse().unwrap())));
         assert_eq!(c.gw6, Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(
-            c.format(),
-            "ip=10.0.0.5/24,gw=10.0.0.1,ip6=2001:db8::5/64,gw6=2001:db8::1"
-        );
+        assert_eq!(c.format(), "ip=10.0.0.5/24,gw=10.0.0.1,ip6=2001:db8::5/64,gw6=2001:db8::1");
     }
 
     #[test]
@@ -295,10 +279,7 @@ mod tests {
 
     #[test]
     fn ipv6_is_formatted_compressed() {
-        assert_eq!(
-            parse("ip6=2001:0db8:0000::0005/64").format(),
-            "ip6=2001:db8::5/64"
-        );
+        assert_eq!(parse("ip6=2001:0db8:0000::0005/64").format(), "ip6=2001:db8::5/64");
     }
 
     #[test]
@@ -340,10 +321,7 @@ mod tests {
     fn static_v4_builds_only_ip_and_gw() {
         let c = IpConfig::static_v4(cidr("10.10.0.5/24"), Some(Ipv4Addr::new(10, 10, 0, 1)));
         assert_eq!(c.format(), "ip=10.10.0.5/24,gw=10.10.0.1");
-        assert_eq!(
-            IpConfig::static_v4(cidr("10.10.0.5/24"), None).format(),
-            "ip=10.10.0.5/24"
-        );
+        assert_eq!(IpConfig::static_v4(cidr("10.10.0.5/24"), None).format(), "ip=10.10.0.5/24");
     }
 
     #[test]
@@ -355,31 +333,16 @@ mod tests {
     #[test]
     fn errors_name_the_bad_item() {
         assert_eq!(err("ip=10.0.0.300/24"), "ip=10.0.0.300/24: invalid address");
-        assert_eq!(
-            err("gw=10.0.0.1,ip=10.0.0.300/24"),
-            "ip=10.0.0.300/24: invalid address"
-        );
-        assert_eq!(
-            err("ip=10.0.0.5/33"),
-            "ip=10.0.0.5/33: invalid prefix length (expected 0-32)"
-        );
+        assert_eq!(err("gw=10.0.0.1,ip=10.0.0.300/24"), "ip=10.0.0.300/24: invalid address");
+        assert_eq!(err("ip=10.0.0.5/33"), "ip=10.0.0.5/33: invalid prefix length (expected 0-32)");
         assert_eq!(
             err("ip=10.0.0.5"),
             "ip=10.0.0.5: missing prefix length (expected address/prefix, e.g. 10.10.0.5/24)"
         );
-        assert_eq!(
-            err("ip=10.0.0.5/24,gw=10.0.0"),
-            "gw=10.0.0: invalid address"
-        );
+        assert_eq!(err("ip=10.0.0.5/24,gw=10.0.0"), "gw=10.0.0: invalid address");
         assert_eq!(err("gw=10.0.0.1/24"), "gw=10.0.0.1/24: invalid address");
-        assert_eq!(
-            err("ip6=2001:db8::zz/64"),
-            "ip6=2001:db8::zz/64: invalid address"
-        );
-        assert_eq!(
-            err("ip6=2001:db8::5/129"),
-            "ip6=2001:db8::5/129: invalid prefix length (expected 0-128)"
-        );
+        assert_eq!(err("ip6=2001:db8::zz/64"), "ip6=2001:db8::zz/64: invalid address");
+        assert_eq!(err("ip6=2001:db8::5/129"), "ip6=2001:db8::5/129: invalid prefix length (expected 0-128)");
         assert_eq!(
             err("ip6=static"),
             "ip6=static: missing prefix length (expected address/prefix, e.g. 2001:db8::5/64)"
@@ -390,15 +353,9 @@ mod tests {
 
     #[test]
     fn ipv4_values_in_ipv6_keys_and_back_are_rejected() {
-        assert_eq!(
-            err("ip=2001:db8::5/64"),
-            "ip=2001:db8::5/64: invalid address"
-        );
+        assert_eq!(err("ip=2001:db8::5/64"), "ip=2001:db8::5/64: invalid address");
         assert_eq!(err("gw=2001:db8::1"), "gw=2001:db8::1: invalid address");
-        assert_eq!(
-            err("ip=auto"),
-            "ip=auto: missing prefix length (expected address/prefix, e.g. 10.10.0.5/24)"
-        );
+        assert_eq!(err("ip=auto"), "ip=auto: missing prefix length (expected address/prefix, e.g. 10.10.0.5/24)");
     }
 
     #[test]
@@ -407,10 +364,7 @@ mod tests {
             err("ip=dhcp,,gw=10.0.0.1"),
             "ip=dhcp,,gw=10.0.0.1: empty item (two commas in a row, or a comma at an end)"
         );
-        assert_eq!(
-            err("ip=dhcp,"),
-            "ip=dhcp,: empty item (two commas in a row, or a comma at an end)"
-        );
+        assert_eq!(err("ip=dhcp,"), "ip=dhcp,: empty item (two commas in a row, or a comma at an end)");
         assert_eq!(err("dhcp"), "dhcp: expected key=value");
         assert_eq!(err("ip=dhcp,=5"), "=5: missing key before `=`");
         assert_eq!(err("ip="), "ip=: missing value");
@@ -419,18 +373,9 @@ mod tests {
 
     #[test]
     fn a_known_key_given_twice_is_an_error_even_with_manual() {
-        assert_eq!(
-            err("ip=dhcp,ip=10.0.0.5/24"),
-            "ip=10.0.0.5/24: `ip` is given more than once"
-        );
-        assert_eq!(
-            err("ip=manual,ip=dhcp"),
-            "ip=dhcp: `ip` is given more than once"
-        );
-        assert_eq!(
-            err("gw6=::1,gw6=::2"),
-            "gw6=::2: `gw6` is given more than once"
-        );
+        assert_eq!(err("ip=dhcp,ip=10.0.0.5/24"), "ip=10.0.0.5/24: `ip` is given more than once");
+        assert_eq!(err("ip=manual,ip=dhcp"), "ip=dhcp: `ip` is given more than once");
+        assert_eq!(err("gw6=::1,gw6=::2"), "gw6=::2: `gw6` is given more than once");
     }
 
     #[test]

@@ -34,15 +34,9 @@ mod tests {
         let cidr: Ipv4Cidr = "10.10.0.5/24".parse().unwrap();
         assert_eq!(serde_json::to_string(&cidr).unwrap(), r#""10.10.0.5/24""#);
         let range: Ipv4Range = "10.10.0.151-10.10.0.199".parse().unwrap();
-        assert_eq!(
-            serde_json::to_string(&range).unwrap(),
-            r#""10.10.0.151-10.10.0.199""#
-        );
+        assert_eq!(serde_json::to_string(&range).unwrap(), r#""10.10.0.151-10.10.0.199""#);
         let config: IpConfig = "gw=10.0.0.1,ip=dhcp".parse().unwrap();
-        assert_eq!(
-            serde_json::to_string(&config).unwrap(),
-            r#""ip=dhcp,gw=10.0.0.1""#
-        );
+        assert_eq!(serde_json::to_string(&config).unwrap(), r#""ip=dhcp,gw=10.0.0.1""#);
     }
 
     #[test]
@@ -56,17 +50,9 @@ mod tests {
     #[test]
     fn deserialize_errors_keep_the_parse_message() {
         let err = serde_json::from_str::<Ipv4Cidr>(r#""10.0.0.300/24""#).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("10.0.0.300/24: invalid address"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("10.0.0.300/24: invalid address"), "{err}");
         let err = serde_json::from_str::<IpConfig>(r#""ip=10.0.0.300/24""#).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("ip=10.0.0.300/24: invalid address"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("ip=10.0.0.300/24: invalid address"), "{err}");
         assert!(serde_json::from_str::<Ipv4Range>("42").is_err());
     }
 }

@@ -13,7 +13,9 @@ pub enum ReleaseError {
     Network { url: String, message: String },
     #[error("{url} answered {status}")]
     Http { url: String, status: String },
-    #[error("{url}: GitHub's rate limit is used up (60 requests an hour without a token); set GITHUB_TOKEN or use the channel server")]
+    #[error(
+        "{url}: GitHub's rate limit is used up (60 requests an hour without a token); set GITHUB_TOKEN or use the channel server"
+    )]
     RateLimited { url: String },
     #[error("{url}: unexpected answer: {message}")]
     Malformed { url: String, message: String },
@@ -67,13 +69,22 @@ pub struct GithubRelease {
 }
 
 /// GitHub's latest release (newest by date, not by version). `token` raises the rate limit.
-pub fn latest_on_github(client: &Client, url: &str, token: Option<&Secret>) -> Result<(Version, GithubRelease), ReleaseError> {
+pub fn latest_on_github(
+    client: &Client,
+    url: &str,
+    token: Option<&Secret>,
+) -> Result<(Version, GithubRelease), ReleaseError> {
     let release: GithubRelease = get_json(client, url, token)?;
-    let version = Version::parse(&release.tag_name).map_err(|message| ReleaseError::Malformed { url: url.into(), message })?;
+    let version =
+        Version::parse(&release.tag_name).map_err(|message| ReleaseError::Malformed { url: url.into(), message })?;
     Ok((version, release))
 }
 
-fn get_json<T: for<'de> Deserialize<'de>>(client: &Client, url: &str, token: Option<&Secret>) -> Result<T, ReleaseError> {
+fn get_json<T: for<'de> Deserialize<'de>>(
+    client: &Client,
+    url: &str,
+    token: Option<&Secret>,
+) -> Result<T, ReleaseError> {
     let mut req = client.get(url).header("Accept", "application/json");
     if let Some(t) = token {
         req = req.bearer_auth(t.expose());

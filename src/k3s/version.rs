@@ -31,7 +31,9 @@ impl Version {
             None => (core, None),
         };
         let nums: Vec<u64> = core.split('.').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-        let [major, minor, patch] = nums[..] else { return Err(bad()) };
+        let [major, minor, patch] = nums[..] else {
+            return Err(bad());
+        };
         Ok(Version { major, minor, patch, rc, build })
     }
 
@@ -92,7 +94,16 @@ mod tests {
 
     #[test]
     fn malformed_versions_are_rejected_with_the_expected_form() {
-        for bad in ["", "v1.32", "v1.32.4", "v1.32.4+k3s", "v1.32.x+k3s1", "v1.32.4+rke1", "v1.2.3.4+k3s1", "v1.3.4-beta1+k3s1"] {
+        for bad in [
+            "",
+            "v1.32",
+            "v1.32.4",
+            "v1.32.4+k3s",
+            "v1.32.x+k3s1",
+            "v1.32.4+rke1",
+            "v1.2.3.4+k3s1",
+            "v1.3.4-beta1+k3s1",
+        ] {
             let err = Version::parse(bad).unwrap_err();
             assert!(err.contains("vMAJOR.MINOR.PATCH+k3sN"), "{bad}: {err}");
         }

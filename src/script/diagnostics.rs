@@ -80,8 +80,12 @@ fn strip_position(msg: &str) -> String {
 
 /// Appends the source line and a caret under the column.
 fn excerpt(out: &mut String, source: &str, pos: Position) {
-    let (Some(line), Some(text)) = (pos.line(), embedded::source_text(source)) else { return };
-    let Some(src_line) = text.lines().nth(line - 1) else { return };
+    let (Some(line), Some(text)) = (pos.line(), embedded::source_text(source)) else {
+        return;
+    };
+    let Some(src_line) = text.lines().nth(line - 1) else {
+        return;
+    };
     let gutter = line.to_string().len();
     out.push_str(&format!("\n{line} | {src_line}"));
     if let Some(col) = pos.position() {

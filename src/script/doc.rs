@@ -51,7 +51,14 @@ pub fn functions(engine: &rhai::Engine) -> Vec<FnDoc> {
     for (ns, m) in meta.modules {
         out.extend(m.functions.into_iter().map(|f| doc(&ns, f)));
     }
-    out.sort_by(|a, b| (a.namespace != "core", &a.namespace, &a.name, &a.signature).cmp(&(b.namespace != "core", &b.namespace, &b.name, &b.signature)));
+    out.sort_by(|a, b| {
+        (a.namespace != "core", &a.namespace, &a.name, &a.signature).cmp(&(
+            b.namespace != "core",
+            &b.namespace,
+            &b.name,
+            &b.signature,
+        ))
+    });
     out
 }
 
@@ -60,7 +67,12 @@ fn doc(namespace: &str, f: FnMeta) -> FnDoc {
         .doc_comments
         .iter()
         .flat_map(|c| c.lines())
-        .map(|l| l.trim_start().trim_start_matches("///").strip_prefix(' ').unwrap_or(l.trim_start().trim_start_matches("///")))
+        .map(|l| {
+            l.trim_start()
+                .trim_start_matches("///")
+                .strip_prefix(' ')
+                .unwrap_or(l.trim_start().trim_start_matches("///"))
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let signature = if namespace == "core" { f.signature } else { format!("{namespace}::{}", f.signature) };

@@ -37,11 +37,8 @@ pub fn get(kind: Kind, name: &str) -> Option<&'static str> {
 
 /// Names of all built-ins of a kind, sorted.
 pub fn names(kind: Kind) -> Vec<String> {
-    let mut names: Vec<String> = kind
-        .dir()
-        .files()
-        .filter_map(|f| f.path().to_str()?.strip_suffix(".rhai").map(str::to_string))
-        .collect();
+    let mut names: Vec<String> =
+        kind.dir().files().filter_map(|f| f.path().to_str()?.strip_suffix(".rhai").map(str::to_string)).collect();
     names.sort();
     names
 }

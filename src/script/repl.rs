@@ -145,7 +145,10 @@ pub fn render_value(value: &Dynamic) -> Option<String> {
                 .iter()
                 .map(|v| {
                     let m = v.read_lock::<Map>();
-                    columns.iter().map(|c| m.as_ref().and_then(|m| m.get(c.as_str())).map(one_line).unwrap_or_default()).collect()
+                    columns
+                        .iter()
+                        .map(|c| m.as_ref().and_then(|m| m.get(c.as_str())).map(one_line).unwrap_or_default())
+                        .collect()
                 })
                 .collect::<Vec<Vec<String>>>();
             return Some(render_table(&columns, &rows));
@@ -202,8 +205,11 @@ fn completion_names(docs: &[FnDoc]) -> Vec<String> {
     let mut names: Vec<String> = docs.iter().map(FnDoc::qualified_name).collect();
     names.extend(docs.iter().filter(|d| d.namespace != "core").map(|d| format!("{}::", d.namespace)));
     names.extend(
-        ["let", "const", "fn", "if", "else", "for", "in", "while", "loop", "break", "continue", "return", "throw", "try", "catch", "import", "as", "true", "false"]
-            .map(String::from),
+        [
+            "let", "const", "fn", "if", "else", "for", "in", "while", "loop", "break", "continue", "return", "throw",
+            "try", "catch", "import", "as", "true", "false",
+        ]
+        .map(String::from),
     );
     names.extend(["CONFIG", "ARGS", "DRY_RUN"].map(String::from));
     names.sort();

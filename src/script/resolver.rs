@@ -52,23 +52,29 @@ fn user_dir(kind: Kind) -> Option<PathBuf> {
     }
 }
 
-/// The directories searched for a kind, most specific first, with how to label each.
-pub fn search_dirs(kind: Kind, cwd: &Path) -> Vec<(PathBuf, fn(PathBuf) -> Location)> {
-    let mut dirs: Vec<(PathBuf, fn(PathBuf) -> Location)> = vec![(cwd.join(kind.dir_name()), Location::Local)];
-    if let Some(d) = user_dir(kind) {
-        dirs.push((d, Location::User));
-    }
+/// The directories searched for a kind, most specific first, as `Local(dir)` / `User(dir)`.
+pub fn search_dirs(kind: Kind, cwd: &Path) -> Vec<Location> {
+    let mut dirs = vec![Location::Local(cwd.join(kind.dir_name()))];
+    dirs.extend(user_dir(kind).map(Location::User));
     dirs
 }
 
 /// Every place `name` is found, most specific first (the first one is used).
 pub fn find_all(kind: Kind, name: &str, cwd: &Path) -> Vec<Found> {
     let name = name.strip_suffix(".rhai").unwrap_or(name);
+    let file = format!("{name}.rhai");
     let mut found = Vec::new();
-    for (dir, label) in search_dirs(kind, cwd) {
-        let path = dir.join(format!("{name}.rhai"));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            found.push(Found { name: name.into(), source: path.display().to_string(), text, location: label(path) });
+    for dir in search_dirs(kind, cwd) {
+        let location = match dir {
+            Location::Local(d) => Location::Local(d.join(&file)),
+            Location::User(d) => Location::User(d.join(&file)),
+            Location::BuiltIn => continue,
+        };
+        let (Location::Local(path) | Location::User(path)) = &location else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(path) {
+            found.push(Found { name: name.into(), source: path.display().to_string(), text, location });
         }
     }
     if let Some(text) = embedded::get(kind, name) {
@@ -96,7 +102,9 @@ pub fn find_script(script: &str, cwd: &Path) -> Result<Found> {
     }
     find_all(Kind::Script, script, cwd).into_iter().next().ok_or_else(|| {
         let known = embedded::names(Kind::Script).join(", ");
-        Error::Usage(format!("no script named `{script}` in ./scripts, the user scripts dir or the built-ins ({known})"))
+        Error::Usage(format!(
+            "no script named `{script}` in ./scripts, the user scripts dir or the built-ins ({known})"
+        ))
     })
 }
 
@@ -113,7 +121,13 @@ impl StdlibResolver {
 }
 
 impl ModuleResolver for StdlibResolver {
-    fn resolve(&self, engine: &Engine, _source: Option<&str>, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         if let Some(m) = self.cache.lock().expect("not poisoned").get(path) {
             return Ok(m.clone());
         }

@@ -30,10 +30,22 @@ pub fn module(host: &Arc<Host>) -> Module {
 
 fn register_logging(m: &mut Module, host: &Arc<Host>) {
     let levels = [
-        ("info", Level::Info, "Logs an informational line on stderr (hidden by `-q`).\n\n```rhai\ninfo(`found ${vms.len()} VMs`);\n```"),
-        ("ok", Level::Ok, "Logs a success line on stderr, in green (hidden by `-q`).\n\n```rhai\nok(\"cluster ready\");\n```"),
+        (
+            "info",
+            Level::Info,
+            "Logs an informational line on stderr (hidden by `-q`).\n\n```rhai\ninfo(`found ${vms.len()} VMs`);\n```",
+        ),
+        (
+            "ok",
+            Level::Ok,
+            "Logs a success line on stderr, in green (hidden by `-q`).\n\n```rhai\nok(\"cluster ready\");\n```",
+        ),
         ("warn", Level::Warn, "Logs a warning on stderr, in yellow.\n\n```rhai\nwarn(\"node pve3 is offline\");\n```"),
-        ("error", Level::Error, "Logs an error line on stderr, in red. Does not stop the script: use `fail` for that.\n\n```rhai\nerror(`${vm.name}: ${r.error}`);\n```"),
+        (
+            "error",
+            Level::Error,
+            "Logs an error line on stderr, in red. Does not stop the script: use `fail` for that.\n\n```rhai\nerror(`${vm.name}: ${r.error}`);\n```",
+        ),
     ];
     for (name, level, doc) in levels {
         let h = host.clone();
@@ -58,10 +70,11 @@ fn register_output(m: &mut Module, host: &Arc<Host>) {
         &["rows: Array", "()"],
         "Prints `rows` (an array of maps) as a table whose columns are the keys of the first row.",
         move |rows: Array| {
-            let columns: Array = match rows.first().and_then(|r| r.read_lock::<Map>().map(|m| m.keys().cloned().collect::<Vec<_>>())) {
-                Some(keys) => keys.into_iter().map(|k| Dynamic::from(k.to_string())).collect(),
-                None => Array::new(),
-            };
+            let columns: Array =
+                match rows.first().and_then(|r| r.read_lock::<Map>().map(|m| m.keys().cloned().collect::<Vec<_>>())) {
+                    Some(keys) => keys.into_iter().map(|k| Dynamic::from(k.to_string())).collect(),
+                    None => Array::new(),
+                };
             print_table(&h, &rows, &columns)
         },
     );
@@ -97,7 +110,10 @@ fn print_table(host: &Host, rows: &Array, columns: &Array) -> RhaiResult<()> {
         .iter()
         .map(|row| {
             let map = row.read_lock::<Map>();
-            columns.iter().map(|c| map.as_ref().and_then(|m| m.get(c.as_str())).map(cell_text).unwrap_or_default()).collect()
+            columns
+                .iter()
+                .map(|c| map.as_ref().and_then(|m| m.get(c.as_str())).map(cell_text).unwrap_or_default())
+                .collect()
         })
         .collect();
     host.ui.print(&render_table(&columns, &cells));
@@ -156,11 +172,16 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         let write = move |path: &str, text: &str, mode: INT| -> RhaiResult<()> {
             let p = expand(path);
             if h.options.dry_run {
-                h.log(Level::Info, &format!("dry-run: would write {} ({} bytes, mode {mode:o})", p.display(), text.len()));
+                h.log(
+                    Level::Info,
+                    &format!("dry-run: would write {} ({} bytes, mode {mode:o})", p.display(), text.len()),
+                );
                 return Ok(());
             }
-            let mode = u32::try_from(mode).map_err(|_| script_error("argument", format!("bad mode {mode}"), Some(path)))?;
-            crate::fsutil::write_atomic(&p, text.as_bytes(), mode).map_err(|e| script_error("io", e.to_string(), Some(path)))
+            let mode =
+                u32::try_from(mode).map_err(|_| script_error("argument", format!("bad mode {mode}"), Some(path)))?;
+            crate::fsutil::write_atomic(&p, text.as_bytes(), mode)
+                .map_err(|e| script_error("io", e.to_string(), Some(path)))
         };
         if with_mode {
             register(
@@ -198,12 +219,14 @@ fn save_config(host: &Host, key: &str, value: Dynamic) -> RhaiResult<()> {
         return Err(script_error("argument", format!("`{key}`: expected section.key, e.g. k3s.version"), Some(key)));
     };
     let path = host.loaded.file.clone().unwrap_or_else(|| host.options.cwd.join("k3sx.json"));
-    let json: serde_json::Value = rhai::serde::from_dynamic(&value).map_err(|e| script_error("argument", e.to_string(), Some(key)))?;
+    let json: serde_json::Value =
+        rhai::serde::from_dynamic(&value).map_err(|e| script_error("argument", e.to_string(), Some(key)))?;
     if host.options.dry_run {
         host.log(Level::Info, &format!("dry-run: would set {key} = {json} in {}", path.display()));
         return Ok(());
     }
-    crate::config::set_value_in_file(&path, section, name, &json).map_err(|e| script_error("io", e.to_string(), Some(key)))
+    crate::config::set_value_in_file(&path, section, name, &json)
+        .map_err(|e| script_error("io", e.to_string(), Some(key)))
 }
 
 fn expand(path: &str) -> PathBuf {
@@ -231,7 +254,8 @@ fn register_json(m: &mut Module) {
         &["text: &str", "Dynamic"],
         "Parses JSON text into maps, arrays and values.\n\n```rhai\nlet v = from_json(\"{\\\"a\\\": [1, 2]}\"); v.a[1] == 2\n```",
         |text: &str| -> RhaiResult<Dynamic> {
-            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| script_error("json", format!("invalid JSON: {e}"), None))?;
+            let v: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| script_error("json", format!("invalid JSON: {e}"), None))?;
             rhai::serde::to_dynamic(v)
         },
     );
@@ -286,9 +310,12 @@ fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT) -> RhaiR
             });
         }
     });
-    let results: Array = results.into_iter().map(|r| r.into_inner().expect("not poisoned").unwrap_or(Dynamic::UNIT)).collect();
+    let results: Array =
+        results.into_iter().map(|r| r.into_inner().expect("not poisoned").unwrap_or(Dynamic::UNIT)).collect();
     // Ctrl-C stops the whole script, not just the items that were running.
-    if let Some(terminated) = results.iter().find_map(|r| r.read_lock::<Map>().and_then(|m| m.get("terminated").cloned())) {
+    if let Some(terminated) =
+        results.iter().find_map(|r| r.read_lock::<Map>().and_then(|m| m.get("terminated").cloned()))
+    {
         return Err(EvalAltResult::ErrorTerminated(terminated, rhai::Position::NONE).into());
     }
     Ok(results)
@@ -309,7 +336,9 @@ fn item_result(item: &Dynamic, outcome: RhaiResult<Dynamic>) -> Dynamic {
                 m.insert("terminated".into(), token.clone());
             }
             let (message, kind) = match &err {
-                EvalAltResult::ErrorRuntime(v, _) => (error_message(v), error_kind(v).unwrap_or_else(|| "error".into())),
+                EvalAltResult::ErrorRuntime(v, _) => {
+                    (error_message(v), error_kind(v).unwrap_or_else(|| "error".into()))
+                }
                 other => (other.to_string(), "error".into()),
             };
             m.insert("error".into(), message.into());
@@ -322,7 +351,9 @@ fn item_result(item: &Dynamic, outcome: RhaiResult<Dynamic>) -> Dynamic {
 /// The error inside function-call and module wrappers: what the script author threw.
 pub fn innermost(err: EvalAltResult) -> EvalAltResult {
     match err {
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) => innermost(*inner),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) => {
+            innermost(*inner)
+        }
         other => other,
     }
 }

@@ -1,0 +1,131 @@
+//! Configuration errors and `config show`.
+
+use crate::support::Test;
+
+#[test]
+fn unknown_key_names_file_line_column_and_a_near_miss() {
+    Test::new()
+        .file("k3sx.json", "{\"netwrok\": {}}")
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("k3sx.json:1:2: unknown key `netwrok`; did you mean `network`?");
+}
+
+#[test]
+fn unknown_nested_key_and_inventory_key_are_reported_together() {
+    Test::new()
+        .file("k3sx.json", "{\n  \"network\": {\"gatway\": \"10.10.0.1\"},\n  \"nodes\": [{\"id\": \"pve1\", \"vms\": [{\"vmid\": 101, \"rol\": \"SERVER\"}]}]\n}\n")
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("k3sx.json:2:15: unknown key `network.gatway`; did you mean `gateway`?")
+        .stderr_has("unknown key `nodes[0].vms[0].rol`; did you mean `role`?");
+}
+
+#[test]
+fn vip_inside_the_node_range_names_both_keys() {
+    Test::new()
+        .file("k3sx.json", "{\n  \"kube_vip\": {\n    \"vip\": \"10.10.0.210\"\n  }\n}\n")
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("`kube_vip.vip` (")
+        .stderr_has("k3sx.json:3)")
+        .stderr_has("`network.range_start`")
+        .stderr_has("`network.range_end`");
+}
+
+#[test]
+fn semantic_errors_are_all_reported_before_anything_runs() {
+    let run = Test::new()
+        .file(
+            "k3sx.json",
+            r#"{"network": {"range_start": "10.10.0.229", "range_end": "10.10.0.201", "gateway": "10.10.0.1"},
+                "tags": {"server": "k3s server", "agent": "K3S-SERVER"},
+                "metallb": {"range": "10.10.0.100-10.10.0.210"},
+                "nodes": [{"id": "pve1", "vms": [{"vmid": 101, "role": "boss"}, {"vmid": 101, "role": "agent"}]}]}"#,
+        )
+        .file("t.rhai", "print(\"ran\");")
+        .args(&["run", "t.rhai"])
+        .run()
+        .status(2)
+        .stderr_has("`network.range_start`")
+        .stderr_has("is after")
+        .stderr_has("`tags.server`")
+        .stderr_has("not a valid Proxmox tag")
+        .stderr_has("role `boss`")
+        .stderr_has("vmid 101 is listed twice");
+    assert!(!run.stdout.contains("ran"));
+}
+
+#[test]
+fn type_errors_name_the_key_and_origin() {
+    Test::new()
+        .file("k3sx.json", "{\"network\": {\"cidr\": \"twenty\"}}")
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("`network.cidr`")
+        .stderr_has("k3sx.json:1");
+}
+
+#[test]
+fn invalid_json_names_the_position() {
+    Test::new()
+        .file("k3sx.json", "{\n  \"tags\": {,\n}")
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("k3sx.json:2:");
+}
+
+#[test]
+fn precedence_is_flag_over_env_over_file_over_default_and_show_says_where() {
+    let run = Test::new()
+        .file(
+            "k3sx.json",
+            "{\n  \"proxmox\": {\"host\": \"file-host\", \"port\": 8007},\n  \"k3s\": {\"channel\": \"latest\"}\n}\n",
+        )
+        .env("PROXMOX_HOST", "env-host")
+        .env("PROXMOX_PASSWORD", "hunter2-secret")
+        .args(&["--set", "k3s.channel=v1.32", "config", "show"])
+        .run()
+        .status(0);
+    let row = |key: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{}", run.stdout))
+            .to_string()
+    };
+    assert!(row("proxmox.host").contains("\"env-host\"") && row("proxmox.host").ends_with("env PROXMOX_HOST"));
+    assert!(row("proxmox.port").contains("8007") && row("proxmox.port").contains("k3sx.json:2"));
+    assert!(row("k3s.channel").contains("v1.32") && row("k3s.channel").contains("flag --set k3s.channel"));
+    assert!(row("tags.server").ends_with("default"));
+    assert!(row("proxmox.password").contains("<redacted>"));
+    assert!(!run.stdout.contains("hunter2-secret") && !run.stderr.contains("hunter2-secret"));
+}
+
+#[test]
+fn seed_inventory_config_json_is_read_as_written() {
+    let run = Test::new()
+        .file(
+            "config.json",
+            r#"{"nodes": [{"id": "pve1", "vms": [{"vmid": 101, "role": "SERVER", "name": "k3s-master-01", "ip": "10.10.0.50"}, {"vmid": 102, "role": "AGENT"}]}]}"#,
+        )
+        .file("t.rhai", "print(`${CONFIG.nodes[0].vms[0].name} ${CONFIG.nodes[0].vms[1].role}`);")
+        .args(&["run", "t.rhai"])
+        .run()
+        .status(0);
+    assert_eq!(run.stdout.trim(), "k3s-master-01 AGENT");
+}
+
+#[test]
+fn unknown_set_key_is_a_usage_error() {
+    Test::new()
+        .args(&["--set", "k3s.chanel=x", "config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("did you mean `channel`?");
+}

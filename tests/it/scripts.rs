@@ -1,0 +1,209 @@
+//! Running scripts: error reporting, modules, overrides, parallel, cancellation.
+
+use std::time::{Duration, Instant};
+
+use crate::support::Test;
+
+#[test]
+fn runtime_error_prints_file_line_column_source_line_and_exits_1() {
+    Test::new()
+        .file("x.rhai", "let a = 1;\nlet b = 2;\nlet c = a + missing;\n")
+        .args(&["run", "x.rhai"])
+        .run()
+        .status(1)
+        .stderr_has("x.rhai:3:13: Variable not found: missing")
+        .stderr_has("3 | let c = a + missing;")
+        .stderr_has("  |             ^");
+}
+
+#[test]
+fn error_at_line_3_column_5_is_reported_there() {
+    Test::new()
+        .file("x.rhai", "fn f() {\n  let x = 1;\n    nope(x)\n}\nf();\n")
+        .args(&["run", "x.rhai"])
+        .run()
+        .status(1)
+        .stderr_has("x.rhai:3:5:")
+        .stderr_has("    nope(x)")
+        .stderr_has("in `f`, called at x.rhai:5:1");
+}
+
+#[test]
+fn syntax_error_exits_2_with_position() {
+    Test::new()
+        .file("s.rhai", "let ok = 1;\nlet a = ;\n")
+        .args(&["run", "s.rhai"])
+        .run()
+        .status(2)
+        .stderr_has("s.rhai:2:9: syntax error");
+}
+
+#[test]
+fn error_inside_an_imported_module_names_the_module_file_and_line() {
+    Test::new()
+        .file("stdlib/helpers.rhai", "fn twice(x) {\n  x * undefined_thing\n}\n")
+        .file("main.rhai", "import \"helpers\" as h;\nh::twice(2);\n")
+        .args(&["run", "main.rhai"])
+        .run()
+        .status(1)
+        .stderr_has("stdlib/helpers.rhai:2:7: Variable not found: undefined_thing")
+        .stderr_has("in `twice`, called at main.rhai:2:4");
+}
+
+#[test]
+fn syntax_error_inside_a_module_exits_2_and_names_the_module() {
+    Test::new()
+        .file("stdlib/broken.rhai", "fn f( {\n")
+        .file("main.rhai", "import \"broken\" as b;\n")
+        .args(&["run", "main.rhai"])
+        .run()
+        .status(2)
+        .stderr_has("stdlib/broken.rhai:1:");
+}
+
+#[test]
+fn primitive_errors_are_catchable_maps_with_kind_and_message() {
+    Test::new()
+        .file(
+            "c.rhai",
+            "try { k3s::compare(\"v1\", \"v1.2.3+k3s1\"); print(\"no\"); } catch (e) { print(`${e.kind}|${e.item}|${e.message}`); }",
+        )
+        .args(&["run", "c.rhai"])
+        .run()
+        .status(0)
+        .stdout_has("version|v1|`v1` is not a K3s version");
+}
+
+#[test]
+fn config_args_and_dry_run_are_visible_in_functions_and_modules() {
+    Test::new()
+        .file("stdlib/m.rhai", "fn tag() { CONFIG.tags.server }\nfn dry() { DRY_RUN }\n")
+        .file(
+            "t.rhai",
+            "import \"m\" as m;\nfn who() { ARGS.who }\nprint(`${m::tag()} ${who()} ${m::dry()} ${ARGS.n + 1}`);",
+        )
+        .args(&["--dry-run", "run", "t.rhai", "--arg", "who=me", "--arg", "n=41"])
+        .run()
+        .status(0)
+        .stdout_has("k3s-server me true 42");
+}
+
+#[test]
+fn unknown_config_property_is_an_error_not_unit() {
+    Test::new()
+        .file("t.rhai", "let x = CONFIG.netwrok;")
+        .args(&["run", "t.rhai"])
+        .run()
+        .status(1)
+        .stderr_has("netwrok");
+}
+
+#[test]
+fn fail_exits_1_with_just_the_message() {
+    let run = Test::new().file("f.rhai", "fail(\"2 VMs failed\");").args(&["run", "f.rhai"]).run().status(1);
+    assert_eq!(run.stderr.trim(), "error: 2 VMs failed");
+}
+
+#[test]
+fn parallel_runs_16_half_second_items_8_at_a_time_in_input_order() {
+    let t = Test::new()
+        .file(
+            "p.rhai",
+            r#"
+let items = [];
+for i in 0..16 { items.push(i); }
+let results = parallel(items, |i| { sleep(0.5); if i == 5 { throw `item ${i} broke`; } i * 2 }, 8);
+let ok = results.filter(|r| r.ok);
+let bad = results.filter(|r| !r.ok);
+print(`${ok.len()} ${bad.len()} ${bad[0].item} ${bad[0].error}`);
+print(to_json(results.map(|r| r.item)));
+print(to_json(ok.map(|r| r.value)));
+"#,
+        )
+        .args(&["run", "p.rhai"]);
+    let start = Instant::now();
+    let run = t.run().status(0);
+    let took = start.elapsed();
+    assert!(took <= Duration::from_millis(1500), "took {took:?}");
+    assert!(took >= Duration::from_millis(1000), "took {took:?}: not limited to 8 at a time?");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "15 1 5 item 5 broke");
+    assert_eq!(lines[1], "[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]");
+    assert_eq!(lines[2], "[0,2,4,6,8,12,14,16,18,20,22,24,26,28,30]");
+}
+
+#[test]
+fn closures_in_parallel_keep_captured_variables_and_call_script_functions() {
+    Test::new()
+        .file("p.rhai", "fn add(a, b) { a + b }\nlet base = 100;\nlet r = parallel([1, 2], |x| add(base, x));\nprint(`${r[0].value} ${r[1].value}`);")
+        .args(&["run", "p.rhai"])
+        .run()
+        .status(0)
+        .stdout_has("101 102");
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_script_with_exit_130() {
+    let t = Test::new().file("loop.rhai", "let i = 0; loop { i += 1; }").args(&["run", "loop.rhai"]);
+    let mut child = t.command().spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn ctrl_c_interrupts_sleep_and_parallel_too() {
+    let t = Test::new().file("s.rhai", "parallel([1, 2, 3], |x| sleep(30));").args(&["run", "s.rhai"]);
+    let mut child = t.command().spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let start = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn write_file_is_atomic_with_mode_and_skipped_under_dry_run() {
+    let t = Test::new().file("w.rhai", "write_file(\"out/secret\", \"s\", 0o600);");
+    let run = Test::new()
+        .file("w.rhai", "write_file(\"out/secret\", \"s\", 0o600);")
+        .args(&["--dry-run", "run", "w.rhai"])
+        .run();
+    run.status(0).stderr_has("would write");
+    let t = t.args(&["run", "w.rhai"]);
+    t.run().status(0);
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(t.path().join("out/secret")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn confirm_without_a_terminal_fails_unless_yes() {
+    let t = Test::new().file("c.rhai", "if confirm(\"go?\") { print(\"went\"); }");
+    let t = t.args(&["run", "c.rhai"]);
+    t.run().status(1).stderr_has("pass --yes");
+    let t = t.args(&["--yes", "run", "c.rhai"]);
+    t.run().status(0).stdout_has("went");
+}
+
+#[test]
+fn table_prints_aligned_text_or_json() {
+    let t = Test::new()
+        .file("t.rhai", "table([#{a: 1, b: \"x\"}, #{a: 22, b: ()}], [\"a\", \"b\"]);")
+        .args(&["run", "t.rhai"]);
+    let run = t.run().status(0);
+    assert_eq!(run.stdout, "A   B\n1   x\n22  -\n");
+    let run = t.args(&["--json", "run", "t.rhai"]).run().status(0);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v[1]["a"], 22);
+}
+
+#[test]
+fn unknown_script_name_is_a_usage_error_listing_the_built_ins() {
+    Test::new().args(&["run", "nope"]).run().status(2).stderr_has("check-version");
+}
