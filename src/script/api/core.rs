@@ -92,6 +92,15 @@ fn register_output(m: &mut Module, host: &Arc<Host>) {
     let h = host.clone();
     register(
         m,
+        "json_output",
+        &["bool"],
+        "True under `--json`: print data with `print_json` (or `table`, which follows it) and keep\n\
+         human text on stderr.\n\n```rhai\nif json_output() { print_json(result); } else { table(rows); }\n```",
+        move || h.options.json,
+    );
+    let h = host.clone();
+    register(
+        m,
         "confirm",
         &["message: &str", "bool"],
         "Asks a yes/no question on the terminal; true under `--yes`. Without a terminal and\n\
