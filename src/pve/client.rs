@@ -76,13 +76,23 @@ impl PveSettings {
 
 /// Characters left as they are in form values and query strings: RFC 3986 unreserved.
 /// Everything else is escaped, notably `;` and `&`, on which real PVE splits form fields.
-const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Encodes parameters as an `application/x-www-form-urlencoded` body.
 pub fn encode_form(params: &[(String, String)]) -> String {
     params
         .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, FORM_VALUE), utf8_percent_encode(v, FORM_VALUE)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, FORM_VALUE),
+                utf8_percent_encode(v, FORM_VALUE)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -96,12 +106,19 @@ struct Ticket {
 enum Auth {
     /// The ready `Authorization` header, marked sensitive.
     Token(HeaderValue),
-    Password { password: Secret, ticket: Mutex<Option<Arc<Ticket>>> },
+    Password {
+        password: Secret,
+        ticket: Mutex<Option<Arc<Ticket>>>,
+    },
 }
 
 /// What the transport reported for one attempt.
 enum Outcome {
-    Answer { status: u16, reason: Option<String>, body: Vec<u8> },
+    Answer {
+        status: u16,
+        reason: Option<String>,
+        body: Vec<u8>,
+    },
     Failed(reqwest::Error),
 }
 
@@ -131,20 +148,33 @@ impl PveClient {
     /// Builds the client. Nothing is sent yet; a password login happens on the first request.
     pub fn new(settings: PveSettings) -> Result<PveClient, PveError> {
         let address = settings.address();
-        let config_error = |message: String| PveError::Config { host: address.clone(), message };
+        let config_error = |message: String| PveError::Config {
+            host: address.clone(),
+            message,
+        };
         let trust = if !settings.verify_tls {
             tracing::warn!(host = %address, "TLS verification of the Proxmox API is disabled (PROXMOX_SSL_VERIFY=false)");
             Trust::Insecure
-        } else if let Some(fp) = settings.fingerprint.as_deref().filter(|f| !f.trim().is_empty()) {
-            Trust::Pin(tls::parse_fingerprint(fp).map_err(|e| config_error(format!("PROXMOX_TLS_FINGERPRINT: {e}")))?)
+        } else if let Some(fp) = settings
+            .fingerprint
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        {
+            Trust::Pin(
+                tls::parse_fingerprint(fp)
+                    .map_err(|e| config_error(format!("PROXMOX_TLS_FINGERPRINT: {e}")))?,
+            )
         } else if let Some(ca) = &settings.ca_file {
-            Trust::Roots(tls::read_ca_file(ca).map_err(|e| config_error(format!("PROXMOX_CA_FILE: {e}")))?)
+            Trust::Roots(
+                tls::read_ca_file(ca).map_err(|e| config_error(format!("PROXMOX_CA_FILE: {e}")))?,
+            )
         } else {
             Trust::Roots(Vec::new())
         };
         let pinned = matches!(trust, Trust::Pin(_));
         let seen_fingerprint = Arc::new(Mutex::new(None));
-        let tls_config = tls::client_config(&trust, seen_fingerprint.clone()).map_err(config_error)?;
+        let tls_config =
+            tls::client_config(&trust, seen_fingerprint.clone()).map_err(config_error)?;
         let auth = Self::auth(&settings).map_err(config_error)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls_config)
@@ -173,17 +203,30 @@ impl PveClient {
                 "PROXMOX_API_TOKEN_ID is set but PROXMOX_API_TOKEN_SECRET is not".to_string(),
             )?;
             // A token id may already carry its user: `root@pam!k3sx`.
-            let full_id = if id.contains('!') { id.to_string() } else { format!("{}!{id}", s.user) };
-            let mut header = HeaderValue::from_str(&format!("PVEAPIToken={full_id}={}", secret.expose()))
-                .map_err(|_| "the API token id or secret holds characters not allowed in a header".to_string())?;
+            let full_id = if id.contains('!') {
+                id.to_string()
+            } else {
+                format!("{}!{id}", s.user)
+            };
+            let mut header =
+                HeaderValue::from_str(&format!("PVEAPIToken={full_id}={}", secret.expose()))
+                    .map_err(|_| {
+                        "the API token id or secret holds characters not allowed in a header"
+                            .to_string()
+                    })?;
             header.set_sensitive(true);
             return Ok(Auth::Token(header));
         }
         match s.password.as_ref().filter(|p| !p.is_empty()) {
-            Some(password) => Ok(Auth::Password { password: password.clone(), ticket: Mutex::new(None) }),
-            None => Err("no credentials: set PROXMOX_PASSWORD, or PROXMOX_API_TOKEN_ID and \
+            Some(password) => Ok(Auth::Password {
+                password: password.clone(),
+                ticket: Mutex::new(None),
+            }),
+            None => Err(
+                "no credentials: set PROXMOX_PASSWORD, or PROXMOX_API_TOKEN_ID and \
                          PROXMOX_API_TOKEN_SECRET"
-                .to_string()),
+                    .to_string(),
+            ),
         }
     }
 
@@ -206,7 +249,10 @@ impl PveClient {
 
     /// `GET path` (relative to `/api2/json`), returning the answer's `data`.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, PveError> {
-        let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.call(Method::GET, path, &query, None)
     }
 
@@ -242,7 +288,11 @@ impl PveClient {
     }
 
     /// The VM's configuration (pending changes applied, as PVE returns it), with its `digest`.
-    pub fn vm_config(&self, node: &str, vmid: u32) -> Result<serde_json::Map<String, Value>, PveError> {
+    pub fn vm_config(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> Result<serde_json::Map<String, Value>, PveError> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         match self.get(&path, &[])? {
             Value::Object(map) => Ok(map),
@@ -263,7 +313,11 @@ impl PveClient {
         let path = format!("/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces");
         let data = match self.get(&path, &[]) {
             Ok(data) => data,
-            Err(PveError::Api { status: 500, message, .. }) if agent_down(&message) => {
+            Err(PveError::Api {
+                status: 500,
+                message,
+                ..
+            }) if agent_down(&message) => {
                 return Err(PveError::AgentNotRunning {
                     host: self.address.clone(),
                     node: node.to_string(),
@@ -280,7 +334,11 @@ impl PveClient {
     // ---------------------------------------------------------------- transport
 
     fn decode_error(&self, path: &str, reason: impl Into<String>) -> PveError {
-        PveError::Decode { host: self.address.clone(), path: path.to_string(), reason: reason.into() }
+        PveError::Decode {
+            host: self.address.clone(),
+            path: path.to_string(),
+            reason: reason.into(),
+        }
     }
 
     /// One API call: authentication, a single re-login on 401, bounded retries, error mapping.
@@ -291,7 +349,11 @@ impl PveClient {
         query: &[(String, String)],
         form: Option<&[(String, String)]>,
     ) -> Result<Value, PveError> {
-        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
         let body = form.map(encode_form);
         let idempotent = method == Method::GET;
         let mut relogged = false;
@@ -301,7 +363,11 @@ impl PveClient {
             let outcome = self.send(&method, &path, query, body.as_deref(), ticket.as_deref());
             let retry_allowed = attempt < self.settings.retries;
             match outcome {
-                Outcome::Answer { status, reason, body } => {
+                Outcome::Answer {
+                    status,
+                    reason,
+                    body,
+                } => {
                     if (200..300).contains(&status) {
                         return self.data(&path, &body);
                     }
@@ -326,7 +392,8 @@ impl PveClient {
                 }
                 Outcome::Failed(err) => {
                     let mapped = self.transport_error(&path, &err);
-                    let retryable = matches!(mapped, PveError::Connect { .. } | PveError::Timeout { .. });
+                    let retryable =
+                        matches!(mapped, PveError::Connect { .. } | PveError::Timeout { .. });
                     // A write whose connection never opened was not sent: repeating it is safe.
                     if retryable && retry_allowed && (idempotent || err.is_connect()) {
                         self.backoff(&method, &path, attempt, &mapped.to_string());
@@ -340,7 +407,8 @@ impl PveClient {
     }
 
     fn backoff(&self, method: &Method, path: &str, attempt: u32, why: &str) {
-        let delay = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(4))).min(Duration::from_secs(2));
+        let delay = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(4)))
+            .min(Duration::from_secs(2));
         tracing::debug!(%method, path, attempt = attempt + 1, ?delay, why, "retrying");
         std::thread::sleep(delay);
     }
@@ -374,7 +442,10 @@ impl PveClient {
         let mut request = self.http.request(method.clone(), url).headers(headers);
         if let Some(form) = form {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
                 .body(form.to_string());
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -390,14 +461,20 @@ impl PveClient {
             .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
         tracing::debug!(%method, path, status, "pve answer");
         match response.bytes() {
-            Ok(body) => Outcome::Answer { status, reason, body: body.to_vec() },
+            Ok(body) => Outcome::Answer {
+                status,
+                reason,
+                body: body.to_vec(),
+            },
             Err(e) => Outcome::Failed(e),
         }
     }
 
     /// The current ticket (logging in first if there is none), or `None` with token auth.
     fn ticket(&self, path: &str) -> Result<Option<Arc<Ticket>>, PveError> {
-        let Auth::Password { password, ticket } = &self.auth else { return Ok(None) };
+        let Auth::Password { password, ticket } = &self.auth else {
+            return Ok(None);
+        };
         // Holding the lock while logging in makes concurrent first requests share one login.
         let mut slot = ticket.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = slot.as_ref() {
@@ -421,33 +498,53 @@ impl PveClient {
     /// `POST /access/ticket`. `for_path` is the request that needed the login, for error messages.
     fn login(&self, password: &Secret, for_path: &str) -> Result<Ticket, PveError> {
         let path = "/access/ticket";
-        let form =
-            encode_form(&[("username".into(), self.settings.user.clone()), ("password".into(), password.expose().into())]);
+        let form = encode_form(&[
+            ("username".into(), self.settings.user.clone()),
+            ("password".into(), password.expose().into()),
+        ]);
         tracing::debug!(user = %self.settings.user, for_path, "logging in to Proxmox");
         match self.send(&Method::POST, path, &[], Some(&form), None) {
-            Outcome::Answer { status: 200..=299, body, .. } => {
+            Outcome::Answer {
+                status: 200..=299,
+                body,
+                ..
+            } => {
                 let data = self.data(path, &body)?;
                 let field = |name: &str| {
                     let text = data.get(name).and_then(Value::as_str).unwrap_or_default();
-                    let mut value = HeaderValue::from_str(text)
-                        .map_err(|_| self.decode_error(path, format!("`{name}` is missing or not header-safe")))?;
+                    let mut value = HeaderValue::from_str(text).map_err(|_| {
+                        self.decode_error(path, format!("`{name}` is missing or not header-safe"))
+                    })?;
                     value.set_sensitive(true);
                     Ok::<_, PveError>(value)
                 };
                 if data.get("NeedTFA").is_some_and(|v| v.as_u64() == Some(1)) {
-                    return Err(self.decode_error(path, "the account requires two-factor login; use an API token"));
+                    return Err(self.decode_error(
+                        path,
+                        "the account requires two-factor login; use an API token",
+                    ));
                 }
-                let ticket = data.get("ticket").and_then(Value::as_str).unwrap_or_default();
+                let ticket = data
+                    .get("ticket")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let mut cookie = HeaderValue::from_str(&format!("PVEAuthCookie={ticket}"))
                     .map_err(|_| self.decode_error(path, "the ticket is not header-safe"))?;
                 cookie.set_sensitive(true);
                 if ticket.is_empty() {
                     return Err(self.decode_error(path, "no ticket in the login answer"));
                 }
-                Ok(Ticket { cookie, csrf: field("CSRFPreventionToken")? })
+                Ok(Ticket {
+                    cookie,
+                    csrf: field("CSRFPreventionToken")?,
+                })
             }
             Outcome::Answer { status: 401, .. } => Err(self.auth_error(for_path)),
-            Outcome::Answer { status, reason, body } => Err(self.answer_error(&Method::POST, path, status, reason, &body)),
+            Outcome::Answer {
+                status,
+                reason,
+                body,
+            } => Err(self.answer_error(&Method::POST, path, status, reason, &body)),
             Outcome::Failed(e) => Err(self.transport_error(path, &e)),
         }
     }
@@ -458,14 +555,28 @@ impl PveClient {
         }
         let mut envelope: Value = serde_json::from_slice(body)
             .map_err(|e| self.decode_error(path, format!("the answer is not JSON: {e}")))?;
-        Ok(envelope.get_mut("data").map(Value::take).unwrap_or(Value::Null))
+        Ok(envelope
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
     }
 
     fn auth_error(&self, path: &str) -> PveError {
-        PveError::Auth { user: self.settings.user.clone(), host: self.address.clone(), path: path.to_string() }
+        PveError::Auth {
+            user: self.settings.user.clone(),
+            host: self.address.clone(),
+            path: path.to_string(),
+        }
     }
 
-    fn answer_error(&self, method: &Method, path: &str, status: u16, reason: Option<String>, body: &[u8]) -> PveError {
+    fn answer_error(
+        &self,
+        method: &Method,
+        path: &str,
+        status: u16,
+        reason: Option<String>,
+        body: &[u8],
+    ) -> PveError {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         let body_message = json
             .as_ref()
@@ -475,13 +586,23 @@ impl PveClient {
             .filter(|m| !m.is_empty());
         // Real PVE puts the message in the status line; the body often has only `data: null`.
         let message = body_message
-            .or(reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()))
-            .or_else(|| reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).map(String::from))
+            .or(reason
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()))
+            .or_else(|| {
+                reqwest::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .map(String::from)
+            })
             .unwrap_or_default();
         let mut field_errors = BTreeMap::new();
         if let Some(Value::Object(errors)) = json.as_ref().and_then(|j| j.get("errors")) {
             for (k, v) in errors {
-                let text = v.as_str().map(|s| s.trim().to_string()).unwrap_or_else(|| v.to_string());
+                let text = v
+                    .as_str()
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|| v.to_string());
                 field_errors.insert(k.clone(), text);
             }
         }
@@ -514,13 +635,27 @@ impl PveClient {
                 .ok()
                 .and_then(|f| *f)
                 .map(|f| tls::format_fingerprint(&f));
-            return PveError::Tls { host, path, reason, fingerprint, pinned: self.pinned };
+            return PveError::Tls {
+                host,
+                path,
+                reason,
+                fingerprint,
+                pinned: self.pinned,
+            };
         }
         if err.is_timeout() {
-            let after = if err.is_connect() { self.settings.connect_timeout } else { self.settings.timeout };
+            let after = if err.is_connect() {
+                self.settings.connect_timeout
+            } else {
+                self.settings.timeout
+            };
             return PveError::Timeout { host, path, after };
         }
-        PveError::Connect { host, path, reason: innermost(err) }
+        PveError::Connect {
+            host,
+            path,
+            reason: innermost(err),
+        }
     }
 }
 
@@ -545,13 +680,15 @@ fn tls_failure(err: &reqwest::Error) -> Option<String> {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // io::Error hides its payload from `source()`; look inside.
-        if let Some(tls) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| {
-            inner.downcast_ref::<rustls::Error>()
-        }) {
-            return Some(tls.to_string());
-        }
-        source = e.source();
+        // io::Error hides its payload from `source()` (and hyper nests one io::Error in another):
+        // step into the payload itself.
+        source = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -586,7 +723,10 @@ mod tests {
 
     #[test]
     fn node_is_read_from_node_paths_only() {
-        assert_eq!(node_of("/nodes/pve2/qemu/101/config").as_deref(), Some("pve2"));
+        assert_eq!(
+            node_of("/nodes/pve2/qemu/101/config").as_deref(),
+            Some("pve2")
+        );
         assert_eq!(node_of("/cluster/resources"), None);
     }
 
@@ -610,7 +750,10 @@ mod tests {
         s.token_secret = Some(Secret::new("tok-secret-42"));
         let client = PveClient::new(s.clone()).unwrap();
         let shown = format!("{s:?} {client:?}");
-        assert!(!shown.contains("hunter2-secret") && !shown.contains("tok-secret-42"), "{shown}");
+        assert!(
+            !shown.contains("hunter2-secret") && !shown.contains("tok-secret-42"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -621,9 +764,17 @@ mod tests {
         let mut s = settings();
         s.password = None;
         let err = PveClient::new(s).unwrap_err();
-        assert!(err.is_setup_error() && err.to_string().contains("PROXMOX_PASSWORD"), "{err}");
+        assert!(
+            err.is_setup_error() && err.to_string().contains("PROXMOX_PASSWORD"),
+            "{err}"
+        );
         let mut s = settings();
         s.token_id = Some("root@pam!k3sx".into());
-        assert!(PveClient::new(s).unwrap_err().to_string().contains("PROXMOX_API_TOKEN_SECRET"));
+        assert!(
+            PveClient::new(s)
+                .unwrap_err()
+                .to_string()
+                .contains("PROXMOX_API_TOKEN_SECRET")
+        );
     }
 }

@@ -45,7 +45,11 @@ pub fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
 
 /// Formats bytes as Proxmox shows fingerprints: upper-case hex pairs joined by `:`.
 pub fn format_fingerprint(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// SHA-256 of a DER certificate.
@@ -97,7 +101,10 @@ pub fn client_config(
         Trust::Pin(fp) => Mode::Pin(*fp),
         Trust::Insecure => Mode::Insecure,
         Trust::Roots(extra) => {
-            match rustls_platform_verifier::Verifier::new_with_extra_roots(extra.iter().cloned(), provider.clone()) {
+            match rustls_platform_verifier::Verifier::new_with_extra_roots(
+                extra.iter().cloned(),
+                provider.clone(),
+            ) {
                 Ok(v) => Mode::Delegate(Arc::new(v)),
                 // No system roots and no CA file: nothing can be trusted, which the
                 // handshake then reports with the fingerprint to pin.
@@ -106,7 +113,11 @@ pub fn client_config(
             }
         }
     };
-    let verifier = ServerVerifier { mode, algorithms: provider.signature_verification_algorithms, seen };
+    let verifier = ServerVerifier {
+        mode,
+        algorithms: provider.signature_verification_algorithms,
+        seen,
+    };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -133,8 +144,12 @@ impl ServerCertVerifier for ServerVerifier {
             Mode::Delegate(inner) => {
                 inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
-            Mode::NoRoots => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
-            Mode::Pin(expected) if constant_time_eq(expected, &fingerprint) => Ok(ServerCertVerified::assertion()),
+            Mode::NoRoots => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+            Mode::Pin(expected) if constant_time_eq(expected, &fingerprint) => {
+                Ok(ServerCertVerified::assertion())
+            }
             Mode::Pin(_) => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             )),

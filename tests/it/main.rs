@@ -1,0 +1,3 @@
+#[path = "../lab/mod.rs"]
+mod lab;
+mod pve_client;
