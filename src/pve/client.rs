@@ -757,6 +757,45 @@ mod tests {
     }
 
     #[test]
+    fn error_message_falls_back_to_the_status_line_and_595_names_the_node() {
+        let client = PveClient::new(settings()).unwrap();
+        let path = "/nodes/pve1/qemu/101/status/start";
+        let reason = Some("VM is locked (backup)".to_string());
+        let err = client.answer_error(&Method::POST, path, 500, reason, br#"{"data":null}"#);
+        assert!(
+            matches!(&err, PveError::Api { status: 500, message, .. } if message == "VM is locked (backup)"),
+            "{err}"
+        );
+        let err = client.answer_error(&Method::GET, path, 595, None, b"");
+        assert!(
+            matches!(&err, PveError::NodeUnreachable { node: Some(n), .. } if n == "pve1"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pve1"), "{err}");
+        let body = br#"{"data":null,"message":"Parameter verification failed.\n","errors":{"ipconfig0":"bad"}}"#;
+        let err = client.answer_error(
+            &Method::PUT,
+            path,
+            400,
+            Some("Parameter verification failed.".into()),
+            body,
+        );
+        let PveError::Api {
+            message,
+            field_errors,
+            ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(message, "Parameter verification failed.");
+        assert_eq!(
+            field_errors.get("ipconfig0").map(String::as_str),
+            Some("bad")
+        );
+    }
+
+    #[test]
     fn bad_fingerprint_and_missing_credentials_are_config_errors() {
         let mut s = settings();
         s.fingerprint = Some("zz".into());

@@ -596,3 +596,40 @@ fn nothing_listening_is_a_connect_error() {
     let err = PveClient::new(s).unwrap().nodes().unwrap_err();
     assert_eq!(err.kind(), "connect", "{err}");
 }
+
+#[test]
+fn transient_595_on_a_get_is_retried() {
+    let Some(pve) = FakePve::start(cluster_scenario()) else {
+        return;
+    };
+    pve.fail_named(
+        "GET",
+        "/nodes/pve1/qemu/101/config",
+        "no_route_to_host",
+        Some(1),
+    );
+    let client = PveClient::new(token_settings(&pve)).unwrap();
+    assert!(
+        client
+            .vm_config("pve1", 101)
+            .unwrap()
+            .contains_key("digest")
+    );
+    assert_eq!(api_calls(&pve).len(), 2);
+}
+
+#[test]
+fn pve_named_error_on_a_write_is_reported_with_its_message() {
+    let Some(pve) = FakePve::start(cluster_scenario()) else {
+        return;
+    };
+    let path = "/nodes/pve1/qemu/104/config";
+    pve.fail_named("PUT", path, "checksum_mismatch_file_change_other", None);
+    let client = PveClient::new(token_settings(&pve)).unwrap();
+    let err = client
+        .put(path, &[("description".into(), "x".into())])
+        .unwrap_err();
+    assert!(matches!(err, PveError::Api { status: 500, .. }), "{err}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert!(err.to_string().contains(path), "{err}");
+}

@@ -49,7 +49,8 @@ struct Io {
 /// A running fakepve; killed when dropped.
 pub struct FakePve {
     child: Child,
-    io: Mutex<Io>,
+    /// `None` once dropped: closing stdin tells the driver to exit.
+    io: Mutex<Option<Io>>,
     dir: tempfile::TempDir,
     host: String,
     port: u16,
@@ -161,7 +162,7 @@ impl FakePve {
         }
         Some(FakePve {
             child,
-            io: Mutex::new(Io { stdin, stdout }),
+            io: Mutex::new(Some(Io { stdin, stdout })),
             host: ready["host"].as_str().unwrap().to_string(),
             port: u16::try_from(ready["port"].as_u64().unwrap()).unwrap(),
             url: ready["url"].as_str().unwrap().to_string(),
@@ -202,6 +203,7 @@ impl FakePve {
     /// Sends one driver command (`{"cmd": ...}`, see `fakepve_lab.py`) and returns its result.
     pub fn command(&self, cmd: Value) -> Value {
         let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        let io = io.as_mut().expect("fakepve is stopped");
         writeln!(io.stdin, "{cmd}")
             .and_then(|_| io.stdin.flush())
             .expect("fakepve driver is gone");
@@ -261,6 +263,16 @@ impl FakePve {
         );
     }
 
+    /// Answers matching requests with one of PVE's own errors, by its catalogue name
+    /// (`already_running`, `no_quorum`, ...; see fakepve's `errors_for`). Errors PVE raises inside a
+    /// worker answer with a UPID whose task ends in `TASK ERROR`.
+    pub fn fail_named(&self, method: &str, path_suffix: &str, error: &str, times: Option<u32>) {
+        self.command(
+            json!({"cmd": "fail", "method": method, "path": path_suffix, "error": error,
+                            "times": times}),
+        );
+    }
+
     pub fn clear_faults(&self) {
         self.command(json!({"cmd": "clear_faults"}));
     }
@@ -273,7 +285,16 @@ impl FakePve {
 
 impl Drop for FakePve {
     fn drop(&mut self) {
-        // Closing stdin ends the driver by itself; kill it anyway so nothing lingers.
+        // Closing stdin ends the driver (and whatever wrapper started it) by itself;
+        // kill it after a short grace so nothing lingers.
+        drop(self.io.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
