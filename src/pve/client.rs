@@ -108,8 +108,15 @@ enum Auth {
     Token(HeaderValue),
     Password {
         password: Secret,
-        ticket: Mutex<Option<Arc<Ticket>>>,
+        ticket: Mutex<TicketState>,
     },
+}
+
+/// The login state of a password client.
+enum TicketState {
+    None,
+    Valid(Arc<Ticket>),
+    Refused,
 }
 
 /// What the transport reported for one attempt.
@@ -220,7 +227,7 @@ impl PveClient {
         match s.password.as_ref().filter(|p| !p.is_empty()) {
             Some(password) => Ok(Auth::Password {
                 password: password.clone(),
-                ticket: Mutex::new(None),
+                ticket: Mutex::new(TicketState::None),
             }),
             None => Err(
                 "no credentials: set PROXMOX_PASSWORD, or PROXMOX_API_TOKEN_ID and \
@@ -477,20 +484,34 @@ impl PveClient {
         };
         // Holding the lock while logging in makes concurrent first requests share one login.
         let mut slot = ticket.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = slot.as_ref() {
-            return Ok(Some(t.clone()));
+        match &*slot {
+            TicketState::Valid(t) => return Ok(Some(t.clone())),
+            // The password was refused once; it will not become right during this run
+            // (and real PVE delays every failed login by seconds).
+            TicketState::Refused => return Err(self.auth_error(path)),
+            TicketState::None => {}
         }
-        let fresh = Arc::new(self.login(password, path)?);
-        *slot = Some(fresh.clone());
-        Ok(Some(fresh))
+        match self.login(password, path) {
+            Ok(t) => {
+                let fresh = Arc::new(t);
+                *slot = TicketState::Valid(fresh.clone());
+                Ok(Some(fresh))
+            }
+            Err(e) => {
+                if matches!(e, PveError::Auth { .. }) {
+                    *slot = TicketState::Refused;
+                }
+                Err(e)
+            }
+        }
     }
 
     fn forget_ticket(&self, used: &Arc<Ticket>) {
         if let Auth::Password { ticket, .. } = &self.auth {
             let mut slot = ticket.lock().unwrap_or_else(|p| p.into_inner());
             // Another thread may already have replaced it.
-            if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, used)) {
-                *slot = None;
+            if matches!(&*slot, TicketState::Valid(t) if Arc::ptr_eq(t, used)) {
+                *slot = TicketState::None;
             }
         }
     }

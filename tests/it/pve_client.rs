@@ -240,10 +240,12 @@ fn wrong_password_is_an_auth_error_that_never_shows_the_password() {
         );
         let shown = format!("{message} {err:?} {client:?}");
         assert!(!shown.contains(wrong), "{shown}");
+        let again = client.vm_status("pve1", 101).unwrap_err();
+        assert_eq!(again.kind(), "auth");
         assert_eq!(
             api_calls(&pve),
             ["POST /access/ticket"],
-            "a failed login is not repeated"
+            "a refused password is not sent again"
         );
     });
     assert!(
