@@ -37,6 +37,13 @@ fn cluster_scenario() -> Value {
     })
 }
 
+/// The cluster scenario and a token-authenticated client trusting the lab's CA.
+fn token_lab() -> Option<(FakePve, PveClient)> {
+    let pve = FakePve::start(cluster_scenario())?;
+    let client = PveClient::new(token_settings(&pve)).unwrap();
+    Some((pve, client))
+}
+
 fn settings(pve: &FakePve) -> PveSettings {
     let mut s = PveSettings::new(pve.host(), USER);
     s.port = pve.port();
@@ -75,10 +82,9 @@ fn client_is_send_and_sync() {
 
 #[test]
 fn token_auth_discovers_nodes_and_vms_in_one_request() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     let cluster = client.cluster().unwrap();
 
     assert_eq!(api_calls(&pve), ["GET /cluster/resources"]);
@@ -317,10 +323,9 @@ fn untrusted_certificate_is_a_tls_error_showing_the_server_fingerprint() {
 
 #[test]
 fn ca_file_is_trusted() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((_pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     assert_eq!(client.nodes().unwrap().len(), 3);
 }
 
@@ -393,10 +398,9 @@ fn disabled_verification_connects_to_an_untrusted_server() {
 
 #[test]
 fn put_value_with_semicolon_and_ampersand_arrives_intact() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     client
         .put(
             "/nodes/pve1/qemu/104/config",
@@ -415,10 +419,9 @@ fn put_value_with_semicolon_and_ampersand_arrives_intact() {
 
 #[test]
 fn parameter_errors_carry_the_field_names() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((_pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     let err = client
         .put(
             "/nodes/pve1/qemu/104/config",
@@ -440,10 +443,9 @@ fn parameter_errors_carry_the_field_names() {
 
 #[test]
 fn config_status_and_agent_addresses_are_read() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((_pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     let config = client.vm_config("pve1", 101).unwrap();
     assert_eq!(config["ipconfig0"], "ip=10.10.0.50/24,gw=10.10.0.1");
     assert!(config["digest"].as_str().is_some_and(|d| d.len() == 40));
@@ -462,10 +464,9 @@ fn config_status_and_agent_addresses_are_read() {
 
 #[test]
 fn agent_not_running_is_its_own_error() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     let err = client.agent_ips("pve1", 101).unwrap_err();
     assert_eq!(err.kind(), "agent_not_running", "{err}");
     assert!(matches!(err, PveError::AgentNotRunning { vmid: 101, .. }));
@@ -474,10 +475,9 @@ fn agent_not_running_is_its_own_error() {
 
 #[test]
 fn offline_node_is_reported_and_its_paths_are_unreachable_after_bounded_retries() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     let err = client.vm_status("pve3", 301).unwrap_err();
     let PveError::NodeUnreachable { node, status, .. } = &err else {
         panic!("expected unreachable, got {err}")
@@ -489,10 +489,9 @@ fn offline_node_is_reported_and_its_paths_are_unreachable_after_bounded_retries(
 
 #[test]
 fn node_going_offline_mid_run_shows_in_the_next_discovery() {
-    let Some(pve) = FakePve::start(cluster_scenario()) else {
+    let Some((pve, client)) = token_lab() else {
         return;
     };
-    let client = PveClient::new(token_settings(&pve)).unwrap();
     assert_eq!(client.cluster().unwrap().offline_nodes(), ["pve3"]);
     pve.set_node_offline("pve2", true);
     let cluster = client.cluster().unwrap();
