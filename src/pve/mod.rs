@@ -1,1 +1,14 @@
-//! (being built)
+//! Proxmox VE: the API client, its TLS trust, and the types it reads. Knows nothing of Rhai.
+
+mod client;
+mod error;
+pub mod tls;
+mod types;
+
+pub use client::{PveClient, PveSettings, encode_form};
+pub use error::PveError;
+pub use tls::{format_fingerprint, parse_fingerprint};
+pub use types::{
+    Cluster, GuestIp, NodeInfo, Vm, VmStatus, normalize_tags, parse_agent_interfaces, parse_nodes,
+    parse_resources, parse_vm_status,
+};

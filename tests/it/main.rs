@@ -1,9 +1,14 @@
-//! The integration tests: one binary, running the real `k3sx` executable.
+//! The integration tests: one binary, running the real `k3sx` executable against real
+//! processes (a local HTTP server, fakepve, sshd hosts).
+
+#[path = "../lab/mod.rs"]
+mod lab;
 
 mod check_version;
 mod cli;
 mod config;
 mod docs;
+mod pve_client;
 mod repl;
 mod scripts;
 mod support;
