@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use crate::config::Loaded;
+use crate::pve::{PveClient, PveError, PveSettings};
 use crate::ui::{Level, Ui};
 
 #[derive(Debug, Clone, Default)]
@@ -30,12 +33,21 @@ pub struct Host {
     /// `ARGS`: the workflow's flags and `--arg` values.
     pub args: rhai::Map,
     http: OnceLock<reqwest::blocking::Client>,
+    pve: Mutex<Option<Arc<PveClient>>>,
 }
 
 impl Host {
     pub fn new(loaded: Loaded, options: RunOptions, args: rhai::Map, cancel: Arc<AtomicBool>) -> Arc<Host> {
         let ui = Ui::new(options.quiet, options.no_color, options.json);
-        Arc::new(Host { loaded: Arc::new(loaded), options, ui, cancel, args, http: OnceLock::new() })
+        Arc::new(Host {
+            loaded: Arc::new(loaded),
+            options,
+            ui,
+            cancel,
+            args,
+            http: OnceLock::new(),
+            pve: Mutex::new(None),
+        })
     }
 
     pub fn config(&self) -> &crate::config::Config {
@@ -62,6 +74,17 @@ impl Host {
         })
     }
 
+    /// The Proxmox client, created on first use and shared by every thread of the run.
+    pub fn pve(&self) -> Result<Arc<PveClient>, PveError> {
+        let mut slot = self.pve.lock().expect("not poisoned");
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(PveClient::new(pve_settings(&self.loaded)?)?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
     /// Sleeps in small steps so Ctrl-C is answered promptly; false when cancelled.
     pub fn sleep(&self, total: Duration) -> bool {
         let deadline = std::time::Instant::now() + total;
@@ -76,4 +99,34 @@ impl Host {
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
     }
+}
+
+/// Client settings from the merged configuration; missing essentials are configuration errors.
+fn pve_settings(loaded: &Loaded) -> Result<PveSettings, PveError> {
+    let p = &loaded.config.proxmox;
+    let missing = |message: &str| PveError::Config { host: p.host.clone(), message: message.to_string() };
+    if p.host.trim().is_empty() {
+        return Err(missing("no Proxmox host: set PROXMOX_HOST (or proxmox.host in the config file)"));
+    }
+    let secrets = &loaded.secrets;
+    if p.token_id.is_some() && secrets.proxmox_token_secret.is_none() {
+        return Err(missing("PROXMOX_API_TOKEN_ID is set but PROXMOX_API_TOKEN_SECRET is not"));
+    }
+    if p.token_id.is_none() && secrets.proxmox_password.is_none() {
+        return Err(missing(
+            "no Proxmox credentials: set PROXMOX_API_TOKEN_ID and PROXMOX_API_TOKEN_SECRET, or PROXMOX_PASSWORD",
+        ));
+    }
+    let mut s = PveSettings::new(p.host.trim(), p.user.trim());
+    s.port = p.port;
+    s.token_id = p.token_id.clone();
+    s.token_secret = secrets.proxmox_token_secret.clone();
+    s.password = if p.token_id.is_some() { None } else { secrets.proxmox_password.clone() };
+    s.verify_tls = p.verify_tls;
+    s.ca_file = p.ca_file.as_deref().map(crate::config::expand_home);
+    s.fingerprint = p.fingerprint.clone();
+    s.connect_timeout = Duration::from_secs(p.connect_timeout_secs);
+    s.timeout = Duration::from_secs(p.timeout_secs);
+    s.retries = p.retries;
+    Ok(s)
 }

@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod k3s;
+pub mod pve;
 
 use rhai::{Dynamic, EvalAltResult, FuncRegistration, Map, Module, Position, RhaiNativeFunc, Variant};
 
