@@ -634,3 +634,33 @@ fn pve_named_error_on_a_write_is_reported_with_its_message() {
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(err.to_string().contains(path), "{err}");
 }
+
+#[test]
+fn ca_file_still_checks_the_host_name_but_a_pin_does_not() {
+    let mut scenario = cluster_scenario();
+    scenario["cert_names"] = json!(["pve1.example.invalid"]);
+    let Some(pve) = FakePve::start(scenario) else {
+        return;
+    };
+    let err = PveClient::new(token_settings(&pve))
+        .unwrap()
+        .nodes()
+        .unwrap_err();
+    assert_eq!(err.kind(), "tls", "{err}");
+    assert!(err.to_string().contains(pve.fingerprint()), "{err}");
+    let mut pinned = token_settings(&pve);
+    pinned.ca_file = None;
+    pinned.fingerprint = Some(pve.fingerprint().into());
+    PveClient::new(pinned).unwrap().nodes().unwrap();
+}
+
+#[test]
+fn query_parameters_are_sent_encoded() {
+    let Some((pve, client)) = token_lab() else {
+        return;
+    };
+    let data = client.get("/cluster/resources", &[("type", "vm")]).unwrap();
+    assert!(data.as_array().unwrap().iter().all(|r| r["type"] != "node"));
+    let logged = pve.requests();
+    assert_eq!(logged[0].query, "type=vm");
+}

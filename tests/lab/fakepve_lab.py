@@ -7,7 +7,7 @@ SCENARIO.json (every key optional except dir and host):
      "user": "root@pam", "password": "secret", "users": {"alice@pve": "pw"},
      "tokens": {"root@pam!k3sx": "token-secret"},
      "time_scale": 0, "latency": 0, "jitter": 0, "node_latency": {"pve2": 0.5},
-     "ticket_ttl": 7200, "quorate": true,
+     "ticket_ttl": 7200, "quorate": true, "cert_names": ["localhost", "127.0.3.7"],
      "nodes": [{"name": "pve1", "online": true}, "pve2"],
      "vms": [{"vmid": 101, "name": "k3s-1", "node": "pve1", "status": "running", "tags": "k3s-server;prod",
               "template": false, "lock": null, "config": {"ipconfig0": "ip=10.0.0.5/24"},
@@ -17,6 +17,7 @@ SCENARIO.json (every key optional except dir and host):
      "faults": [{"method": "GET", "path": "/cluster/resources", "status": 503, "message": "busy", "times": 1}],
      "flaky": {"drop_rate": 0.5, "hang_rate": 0, "hang_secs": 120, "seed": 1}}
 
+cert_names: the names and addresses the server certificate is issued for (default: localhost and host).
 Latency and task durations are PVE seconds, scaled by time_scale (real seconds per PVE second);
 at time_scale 0 they take no time at all, so a scenario with latency needs time_scale > 0.
 
@@ -45,8 +46,8 @@ VM_ATTRS = ('shutdown_secs', 'start_secs', 'stop_secs', 'start_error', 'acpi', '
             'agent_hangs', 'qmpstatus', 'stats', 'status')
 
 
-def make_pki(directory, host):
-    """A CA and a server certificate it signs for host; returns (ca_file, fingerprint of the server cert)."""
+def make_pki(directory, names):
+    """A CA and a server certificate it signs for names; returns ({file: path}, fingerprint of the server cert)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,12 +66,17 @@ def make_pki(directory, host):
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName('localhost'), x509.IPAddress(ipaddress.ip_address(host))]
+    sans = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])).issuer_name(ca_name)
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])).issuer_name(ca_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -88,9 +94,17 @@ def make_pki(directory, host):
     return paths, fingerprint
 
 
+class LabPve(FakePve):
+    """fakepve, with the query string kept in the request log (fakepve keeps method, path and body)."""
+
+    def _record(self, request, body):
+        super()._record(request, body)
+        self.requests[-1] = self.requests[-1] + (request.query_string,)
+
+
 def build(scenario):
     """The FakePve the scenario describes (not started)."""
-    pve = FakePve(user=scenario.get('user', 'root@pam'), password=scenario.get('password', 'secret'),
+    pve = LabPve(user=scenario.get('user', 'root@pam'), password=scenario.get('password', 'secret'),
                   host=scenario['host'], port=scenario.get('port', 0))
     pve.time_scale = float(scenario.get('time_scale', 0))
     pve.users.update(scenario.get('users', {}))
@@ -171,7 +185,8 @@ async def command(pve, cmd):
     if name == 'ping':
         return 'pong'
     if name == 'requests':
-        return [{'method': m, 'path': p, 'body': b.decode('utf-8', 'replace')} for m, p, b in pve.requests]
+        return [{'method': r[0], 'path': r[1], 'body': r[2].decode('utf-8', 'replace'),
+                 'query': r[3] if len(r) > 3 else ''} for r in pve.requests]
     if name == 'clear_requests':
         pve.requests.clear()
         return None
@@ -234,7 +249,8 @@ async def main(path):
     with open(path) as fh:
         scenario = json.load(fh)
     pve = build(scenario)
-    files, fingerprint = make_pki(scenario['dir'], scenario['host'])
+    names = scenario.get('cert_names') or ['localhost', scenario['host']]
+    files, fingerprint = make_pki(scenario['dir'], names)
     await pve.start(files['server.pem'], files['server.key'])
     reply({'ready': True, 'host': pve.host, 'port': pve.port, 'url': pve.url, 'ca_file': files['ca.pem'],
            'fingerprint': fingerprint})

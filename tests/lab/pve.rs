@@ -30,6 +30,8 @@ pub struct Request {
     pub method: String,
     /// The full path, `/api2/json/...`, without the query string.
     pub path: String,
+    /// The raw query string, without `?` (empty when none).
+    pub query: String,
     /// The raw body as sent (form encoding untouched).
     pub body: String,
 }
@@ -228,6 +230,7 @@ impl FakePve {
             .map(|r| Request {
                 method: r["method"].as_str().unwrap_or_default().to_string(),
                 path: r["path"].as_str().unwrap_or_default().to_string(),
+                query: r["query"].as_str().unwrap_or_default().to_string(),
                 body: r["body"].as_str().unwrap_or_default().to_string(),
             })
             .collect()
