@@ -20,7 +20,7 @@ pub enum SshError {
     Timeout { host: String, what: String, after: Duration },
 
     #[error(
-        "host key of `{host}` is unknown ({key_type} {fingerprint}) and the host key policy is strict\n  \
+        "host key of `{host}` is unknown ({key}) and the host key policy is strict\n  \
          check the fingerprint on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), then record it with\n  \
          `{keyscan} >> {}`\n  \
          or set the ssh host key policy to `accept-new` to record it on first connection",
@@ -28,14 +28,14 @@ pub enum SshError {
     )]
     HostKeyUnknown {
         host: String,
-        key_type: String,
-        fingerprint: String,
+        /// Key type and SHA-256 fingerprint, e.g. `ssh-ed25519 SHA256:...`.
+        key: String,
         keyscan: String,
         known_hosts: PathBuf,
     },
 
     #[error(
-        "host key of `{host}` has CHANGED: it now presents {key_type} {fingerprint}, not the key recorded in `{}`\n  \
+        "host key of `{host}` has CHANGED: it now presents {key}, not the key recorded in `{}`\n  \
          this can be a man-in-the-middle, or the machine was re-created or its address reused\n  \
          if you know why it changed, remove the old key with `ssh-keygen -R '{entry}' -f {}` and connect again",
         known_hosts.display(), known_hosts.display()
@@ -43,19 +43,19 @@ pub enum SshError {
     HostKeyChanged {
         host: String,
         entry: String,
-        key_type: String,
-        fingerprint: String,
+        /// Key type and SHA-256 fingerprint, e.g. `ssh-ed25519 SHA256:...`.
+        key: String,
         known_hosts: PathBuf,
     },
 
     #[error(
-        "host key of `{host}` is not the pinned key: it presents {key_type} {fingerprint}, the pinned key is {pinned}\n  \
+        "host key of `{host}` is not the pinned key: it presents {key}, the pinned key is {pinned}\n  \
          the pinned key was read from the VM itself; refusing to connect"
     )]
     HostKeyMismatch {
         host: String,
-        key_type: String,
-        fingerprint: String,
+        /// Key type and SHA-256 fingerprint, e.g. `ssh-ed25519 SHA256:...`.
+        key: String,
         pinned: String,
     },
 
@@ -162,6 +162,11 @@ mod tests {
         assert!(text.contains("  | boom\n  | bang"));
         assert_eq!(e.kind(), "command");
         assert_eq!(e.host(), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn stays_small_enough_to_return_by_value() {
+        assert!(std::mem::size_of::<SshError>() <= 112, "{}", std::mem::size_of::<SshError>());
     }
 
     #[test]

@@ -96,8 +96,7 @@ pub(crate) fn verify(
         } else {
             Err(SshError::HostKeyMismatch {
                 host,
-                key_type,
-                fingerprint: fp,
+                key: format!("{key_type} {fp}"),
                 pinned: format!("{} {}", pin.key_type, pin.fingerprint()),
             })
         };
@@ -124,8 +123,7 @@ pub(crate) fn verify(
         CheckResult::Mismatch => Err(SshError::HostKeyChanged {
             host,
             entry: host_entry(target),
-            key_type,
-            fingerprint: fp,
+            key: format!("{key_type} {fp}"),
             known_hosts: path.clone(),
         }),
         CheckResult::NotFound if settings.policy == HostKeyPolicy::AcceptNew => {
@@ -140,8 +138,7 @@ pub(crate) fn verify(
                 p => format!("ssh-keyscan -p {p} -t {key_type} {}", target.addr),
             },
             host,
-            key_type,
-            fingerprint: fp,
+            key: format!("{key_type} {fp}"),
             known_hosts: path.clone(),
         }),
         CheckResult::Failure => {

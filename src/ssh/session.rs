@@ -42,11 +42,21 @@ pub(crate) struct RawOutput {
     pub stderr: Vec<u8>,
 }
 
-/// Why an operation on a session failed: `Stale` means nothing ran yet and a
+/// Why an operation on a session failed; `stale` means nothing ran yet and a
 /// fresh session may succeed (the cached one died, e.g. the host rebooted).
-pub(crate) enum Fail {
-    Stale(SshError),
-    Fatal(SshError),
+pub(crate) struct Fail {
+    stale: bool,
+    error: Box<SshError>,
+}
+
+impl Fail {
+    pub(crate) fn stale(error: SshError) -> Fail {
+        Fail { stale: true, error: Box::new(error) }
+    }
+
+    pub(crate) fn fatal(error: SshError) -> Fail {
+        Fail { stale: false, error: Box::new(error) }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,15 +246,15 @@ impl SshPool {
             let Some(sess) = guard.as_ref() else { unreachable!("connected above") };
             match f(sess) {
                 Ok(v) => return Ok(v),
-                Err(Fail::Stale(e)) if !fresh => {
-                    tracing::debug!(host = %target.display(), "session lost ({e}), reconnecting");
+                Err(Fail { stale: true, error }) if !fresh => {
+                    tracing::debug!(host = %target.display(), "session lost ({error}), reconnecting");
                     *guard = None;
                 }
-                Err(Fail::Stale(e)) | Err(Fail::Fatal(e)) => {
-                    if matches!(e, SshError::Timeout { .. } | SshError::Session { .. }) {
+                Err(Fail { error, .. }) => {
+                    if matches!(*error, SshError::Timeout { .. } | SshError::Session { .. }) {
                         *guard = None;
                     }
-                    return Err(e);
+                    return Err(*error);
                 }
             }
         }
@@ -354,14 +364,14 @@ fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), S
 /// Runs one command on an open session, with a deadline for the whole command.
 fn exec_in(sess: &Session, host: &str, cmd: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<RawOutput, Fail> {
     let deadline = Instant::now() + timeout;
-    let fatal = |what: &str, e: &ssh2::Error| Fail::Fatal(ssh_fail(host, what, e, timeout));
+    let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
     sess.set_blocking(true);
     sess.set_timeout(millis(timeout));
-    let mut ch = sess.channel_session().map_err(|e| Fail::Stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
-    ch.exec(cmd).map_err(|e| Fail::Stale(ssh_fail(host, "starting the command", &e, timeout)))?;
+    let mut ch = sess.channel_session().map_err(|e| Fail::stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
+    ch.exec(cmd).map_err(|e| Fail::stale(ssh_fail(host, "starting the command", &e, timeout)))?;
     if let Some(input) = stdin {
         std::io::Write::write_all(&mut ch, input)
-            .map_err(|e| Fail::Fatal(SshError::Session { host: host.into(), reason: format!("sending input: {e}") }))?;
+            .map_err(|e| Fail::fatal(SshError::Session { host: host.into(), reason: format!("sending input: {e}") }))?;
     }
     ch.send_eof().map_err(|e| fatal("closing input", &e))?;
 
@@ -401,11 +411,11 @@ fn exec_in(sess: &Session, host: &str, cmd: &str, stdin: Option<&[u8]>, timeout:
         }
     })();
     sess.set_blocking(true);
-    polled.map_err(Fail::Fatal)?;
+    polled.map_err(Fail::fatal)?;
 
     let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     sess.set_timeout(millis(rest));
-    let io_fail = |e: std::io::Error| Fail::Fatal(SshError::Session { host: host.into(), reason: format!("reading output: {e}") });
+    let io_fail = |e: std::io::Error| Fail::fatal(SshError::Session { host: host.into(), reason: format!("reading output: {e}") });
     ch.read_to_end(&mut stdout).map_err(io_fail)?;
     ch.stderr().read_to_end(&mut stderr).map_err(io_fail)?;
     ch.wait_close().map_err(|e| fatal("closing the channel", &e))?;

@@ -44,13 +44,13 @@ impl SshPool {
         let shown = target.display();
         let timeout = self.settings().command_timeout;
         let result = self.with_session(&target, |sess| {
-            let sftp = sess.sftp().map_err(|e| Fail::Stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
+            let sftp = sess.sftp().map_err(|e| Fail::stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
             let mut file = sftp.open(Path::new(remote)).map_err(|e| {
-                Fail::Fatal(SshError::Sftp { host: shown.clone(), path: remote.into(), reason: sftp_reason(&e) })
+                Fail::fatal(SshError::Sftp { host: shown.clone(), path: remote.into(), reason: sftp_reason(&e) })
             })?;
             let mut data = Vec::new();
             file.read_to_end(&mut data).map_err(|e| {
-                Fail::Fatal(SshError::Sftp { host: shown.clone(), path: remote.into(), reason: e.to_string() })
+                Fail::fatal(SshError::Sftp { host: shown.clone(), path: remote.into(), reason: e.to_string() })
             })?;
             Ok(data)
         });
@@ -112,7 +112,7 @@ impl SshPool {
 
         let timeout = self.settings().command_timeout;
         let sent = self.with_session(&target, |sess| {
-            let sftp = sess.sftp().map_err(|e| Fail::Stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
+            let sftp = sess.sftp().map_err(|e| Fail::stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
             let result = (|| {
                 let mut file = sftp
                     .open_mode(Path::new(&tmp), OpenFlags::WRITE | OpenFlags::EXCLUSIVE, 0o600, OpenType::File)
@@ -126,7 +126,7 @@ impl SshPool {
             if result.is_err() {
                 let _ = sftp.unlink(Path::new(&tmp));
             }
-            result.map_err(Fail::Fatal)
+            result.map_err(Fail::fatal)
         });
         sent?;
 

@@ -1,0 +1,5 @@
+//! The one integration test binary.
+
+#[path = "../lab/mod.rs"]
+mod lab;
+mod ssh;
