@@ -17,8 +17,7 @@ const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 /// Host key algorithms in the order OpenSSH prefers them. Asking for Ed25519
 /// first matters: libssh2 reports a host whose known key has another type as
 /// "changed", so the server must present the type ssh-keyscan records by default.
-const HOST_KEY_PREFS: &str =
-    "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+const HOST_KEY_PREFS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
 
 /// How many stderr lines an error shows.
 const STDERR_TAIL_LINES: usize = 10;
@@ -51,11 +50,17 @@ pub(crate) struct Fail {
 
 impl Fail {
     pub(crate) fn stale(error: SshError) -> Fail {
-        Fail { stale: true, error: Box::new(error) }
+        Fail {
+            stale: true,
+            error: Box::new(error),
+        }
     }
 
     pub(crate) fn fatal(error: SshError) -> Fail {
-        Fail { stale: false, error: Box::new(error) }
+        Fail {
+            stale: false,
+            error: Box::new(error),
+        }
     }
 }
 
@@ -63,16 +68,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     d.as_millis().clamp(1, u32::MAX as u128) as u32
 }
 
 /// Turns a libssh2 error into a timeout or a session error.
 pub(crate) fn ssh_fail(host: &str, what: &str, e: &ssh2::Error, after: Duration) -> SshError {
     if e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
-        SshError::Timeout { host: host.to_string(), what: what.to_string(), after }
+        SshError::Timeout {
+            host: host.to_string(),
+            what: what.to_string(),
+            after,
+        }
     } else {
-        SshError::Session { host: host.to_string(), reason: format!("{what}: {}", e.message()) }
+        SshError::Session {
+            host: host.to_string(),
+            reason: format!("{what}: {}", e.message()),
+        }
     }
 }
 
@@ -95,8 +107,11 @@ impl SshPool {
     /// An open session to the host is closed so the next call checks the new pin.
     pub fn pin_host_key(&self, host: &str, openssh_pub_line: &str) -> Result<(), SshError> {
         let target = self.target(host)?;
-        let key = PublicKey::parse_openssh(openssh_pub_line)
-            .map_err(|reason| SshError::InvalidKey { host: target.display(), reason })?;
+        let key =
+            PublicKey::parse_openssh(openssh_pub_line).map_err(|reason| SshError::InvalidKey {
+                host: target.display(),
+                reason,
+            })?;
         lock(&self.pinned).insert(target.display(), key);
         self.disconnect(host);
         Ok(())
@@ -203,20 +218,45 @@ impl SshPool {
 
     fn shown_command(&self, cmd: &str, sudo: bool) -> String {
         let cmd = self.mask(cmd);
-        if sudo && self.uses_sudo() { format!("sudo -n {cmd}") } else { cmd }
+        if sudo && self.uses_sudo() {
+            format!("sudo -n {cmd}")
+        } else {
+            cmd
+        }
     }
 
     /// Runs a command, returning its raw output whatever the exit code.
-    pub(crate) fn exec(&self, host: &str, cmd: &str, sudo: bool, stdin: Option<&[u8]>) -> Result<RawOutput, SshError> {
+    pub(crate) fn exec(
+        &self,
+        host: &str,
+        cmd: &str,
+        sudo: bool,
+        stdin: Option<&[u8]>,
+    ) -> Result<RawOutput, SshError> {
         let target = self.target(host)?;
-        let wrapped = if sudo && self.uses_sudo() { format!("sudo -n sh -c {}", shell_quote(cmd)) } else { cmd.to_string() };
+        let wrapped = if sudo && self.uses_sudo() {
+            format!("sudo -n sh -c {}", shell_quote(cmd))
+        } else {
+            cmd.to_string()
+        };
         let timeout = self.settings.command_timeout;
         let shown = target.display();
         tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
-        let out = self.with_session(&target, |sess| exec_in(sess, &shown, &wrapped, stdin, timeout))?;
+        let shown_cmd = self.shown_command(cmd, sudo);
+        let run = RemoteCommand {
+            host: &shown,
+            line: &wrapped,
+            shown: &shown_cmd,
+            stdin,
+            timeout,
+        };
+        let out = self.with_session(&target, |sess| run.exec_in(sess))?;
         if sudo && self.uses_sudo() && out.code == 1 {
             let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("a password is required") || err.contains("a terminal is required") || err.contains("no tty present") {
+            if err.contains("a password is required")
+                || err.contains("a terminal is required")
+                || err.contains("no tty present")
+            {
                 return Err(SshError::SudoPassword {
                     host: shown,
                     user: self.settings.user.clone(),
@@ -235,7 +275,10 @@ impl SshPool {
         target: &Target,
         mut f: impl FnMut(&Session) -> Result<T, Fail>,
     ) -> Result<T, SshError> {
-        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
+        let slot = lock(&self.slots)
+            .entry(target.display())
+            .or_default()
+            .clone();
         let mut guard = lock(&slot);
         let mut fresh = false;
         loop {
@@ -243,7 +286,9 @@ impl SshPool {
                 *guard = Some(self.connect(target)?);
                 fresh = true;
             }
-            let Some(sess) = guard.as_ref() else { unreachable!("connected above") };
+            let Some(sess) = guard.as_ref() else {
+                unreachable!("connected above")
+            };
             match f(sess) {
                 Ok(v) => return Ok(v),
                 Err(Fail { stale: true, error }) if !fresh => {
@@ -264,7 +309,10 @@ impl SshPool {
     fn connect(&self, target: &Target) -> Result<Session, SshError> {
         let host = target.display();
         let timeout = self.settings.connect_timeout;
-        let connect_err = |reason: String| SshError::Connect { host: host.clone(), reason };
+        let connect_err = |reason: String| SshError::Connect {
+            host: host.clone(),
+            reason,
+        };
         let addrs: Vec<_> = (target.addr.as_str(), target.port)
             .to_socket_addrs()
             .map_err(|e| connect_err(format!("cannot resolve the address: {e}")))?
@@ -283,7 +331,11 @@ impl SshPool {
         let tcp = match (tcp, last) {
             (Some(s), _) => s,
             (None, Some(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(SshError::Timeout { host, what: "connecting".into(), after: timeout });
+                return Err(SshError::Timeout {
+                    host,
+                    what: "connecting".into(),
+                    after: timeout,
+                });
             }
             (None, Some(e)) => return Err(connect_err(e.to_string())),
             (None, None) => return Err(connect_err("the name has no address".into())),
@@ -298,9 +350,11 @@ impl SshPool {
             Some(k) => k.key_type.clone(),
             None => HOST_KEY_PREFS.to_string(),
         };
-        sess.method_pref(MethodType::HostKey, &prefs).map_err(|e| ssh_fail(&host, "choosing host key types", &e, timeout))?;
+        sess.method_pref(MethodType::HostKey, &prefs)
+            .map_err(|e| ssh_fail(&host, "choosing host key types", &e, timeout))?;
         sess.set_tcp_stream(tcp);
-        sess.handshake().map_err(|e| ssh_fail(&host, "ssh handshake", &e, timeout))?;
+        sess.handshake()
+            .map_err(|e| ssh_fail(&host, "ssh handshake", &e, timeout))?;
         known_hosts::verify(&sess, target, &self.settings, pinned.as_ref())?;
         self.authenticate(&sess, &host, timeout)?;
         tracing::debug!(host = %host, user = %self.settings.user, "ssh session open");
@@ -336,16 +390,26 @@ impl SshPool {
         if self.settings.identity_files.is_empty() {
             tried.push("identity files: none configured".to_string());
         }
-        Err(SshError::Auth { host: host.to_string(), user: user.clone(), tried })
+        Err(SshError::Auth {
+            host: host.to_string(),
+            user: user.clone(),
+            tried,
+        })
     }
 }
 
 fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), String> {
     let mut agent = sess.agent().map_err(|e| e.message().to_string())?;
-    agent.set_identity_path(sock).map_err(|e| e.message().to_string())?;
-    agent.connect().map_err(|e| format!("cannot connect: {}", e.message()))?;
+    agent
+        .set_identity_path(sock)
+        .map_err(|e| e.message().to_string())?;
+    agent
+        .connect()
+        .map_err(|e| format!("cannot connect: {}", e.message()))?;
     let result = (|| {
-        agent.list_identities().map_err(|e| format!("cannot list keys: {}", e.message()))?;
+        agent
+            .list_identities()
+            .map_err(|e| format!("cannot list keys: {}", e.message()))?;
         let ids = agent.identities().map_err(|e| e.message().to_string())?;
         if ids.is_empty() {
             return Err("holds no keys".to_string());
@@ -361,72 +425,120 @@ fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), S
     result
 }
 
-/// Runs one command on an open session, with a deadline for the whole command.
-fn exec_in(sess: &Session, host: &str, cmd: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<RawOutput, Fail> {
-    let deadline = Instant::now() + timeout;
-    let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
-    sess.set_blocking(true);
-    sess.set_timeout(millis(timeout));
-    let mut ch = sess.channel_session().map_err(|e| Fail::stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
-    ch.exec(cmd).map_err(|e| Fail::stale(ssh_fail(host, "starting the command", &e, timeout)))?;
-    if let Some(input) = stdin {
-        std::io::Write::write_all(&mut ch, input)
-            .map_err(|e| Fail::fatal(SshError::Session { host: host.into(), reason: format!("sending input: {e}") }))?;
-    }
-    ch.send_eof().map_err(|e| fatal("closing input", &e))?;
+/// One command to run: the line sent to the host and the line shown in errors.
+struct RemoteCommand<'a> {
+    host: &'a str,
+    line: &'a str,
+    shown: &'a str,
+    stdin: Option<&'a [u8]>,
+    timeout: Duration,
+}
 
-    // Poll both streams without blocking, so neither can fill its window while
-    // we wait on the other, and so the deadline holds however quiet the command is.
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
-    sess.set_blocking(false);
-    let polled = (|| {
-        let mut idle = Duration::from_millis(1);
-        loop {
-            let mut progressed = false;
-            for (stream_id, sink) in [(0, &mut stdout), (1, &mut stderr)] {
-                match ch.stream(stream_id).read(&mut buf) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        sink.extend_from_slice(&buf[..n]);
-                        progressed = true;
+impl RemoteCommand<'_> {
+    /// Runs the command on an open session, with a deadline for the whole command.
+    fn exec_in(&self, sess: &Session) -> Result<RawOutput, Fail> {
+        let RemoteCommand {
+            host,
+            line: cmd,
+            shown,
+            stdin,
+            timeout,
+        } = *self;
+        let deadline = Instant::now() + timeout;
+        let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
+        sess.set_blocking(true);
+        sess.set_timeout(millis(timeout));
+        let mut ch = sess
+            .channel_session()
+            .map_err(|e| Fail::stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
+        ch.exec(cmd)
+            .map_err(|e| Fail::stale(ssh_fail(host, "starting the command", &e, timeout)))?;
+        if let Some(input) = stdin {
+            std::io::Write::write_all(&mut ch, input).map_err(|e| {
+                Fail::fatal(SshError::Session {
+                    host: host.into(),
+                    reason: format!("sending input: {e}"),
+                })
+            })?;
+        }
+        ch.send_eof().map_err(|e| fatal("closing input", &e))?;
+
+        // Poll both streams without blocking, so neither can fill its window while
+        // we wait on the other, and so the deadline holds however quiet the command is.
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        sess.set_blocking(false);
+        let polled = (|| {
+            let mut idle = Duration::from_millis(1);
+            loop {
+                let mut progressed = false;
+                for (stream_id, sink) in [(0, &mut stdout), (1, &mut stderr)] {
+                    match ch.stream(stream_id).read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            sink.extend_from_slice(&buf[..n]);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            return Err(SshError::Session {
+                                host: host.into(),
+                                reason: format!("reading output: {e}"),
+                            });
+                        }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(SshError::Session { host: host.into(), reason: format!("reading output: {e}") }),
+                }
+                if ch.eof() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(SshError::Timeout {
+                        host: host.into(),
+                        what: format!("running `{shown}`"),
+                        after: timeout,
+                    });
+                }
+                if progressed {
+                    idle = Duration::from_millis(1);
+                } else {
+                    std::thread::sleep(idle);
+                    idle = (idle * 2).min(Duration::from_millis(20));
                 }
             }
-            if ch.eof() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(SshError::Timeout { host: host.into(), what: format!("running `{cmd}`"), after: timeout });
-            }
-            if progressed {
-                idle = Duration::from_millis(1);
-            } else {
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(20));
-            }
-        }
-    })();
-    sess.set_blocking(true);
-    polled.map_err(Fail::fatal)?;
+        })();
+        sess.set_blocking(true);
+        polled.map_err(Fail::fatal)?;
 
-    let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-    sess.set_timeout(millis(rest));
-    let io_fail = |e: std::io::Error| Fail::fatal(SshError::Session { host: host.into(), reason: format!("reading output: {e}") });
-    ch.read_to_end(&mut stdout).map_err(io_fail)?;
-    ch.stderr().read_to_end(&mut stderr).map_err(io_fail)?;
-    ch.wait_close().map_err(|e| fatal("closing the channel", &e))?;
-    let mut code = ch.exit_status().map_err(|e| fatal("reading the exit status", &e))?;
-    if let Ok(sig) = ch.exit_signal()
-        && let Some(name) = sig.exit_signal
-    {
-        stderr.extend_from_slice(format!("\n(killed by signal {name})").as_bytes());
-        code = if code == 0 { -1 } else { code };
+        let rest = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        sess.set_timeout(millis(rest));
+        let io_fail = |e: std::io::Error| {
+            Fail::fatal(SshError::Session {
+                host: host.into(),
+                reason: format!("reading output: {e}"),
+            })
+        };
+        ch.read_to_end(&mut stdout).map_err(io_fail)?;
+        ch.stderr().read_to_end(&mut stderr).map_err(io_fail)?;
+        ch.wait_close()
+            .map_err(|e| fatal("closing the channel", &e))?;
+        let mut code = ch
+            .exit_status()
+            .map_err(|e| fatal("reading the exit status", &e))?;
+        if let Ok(sig) = ch.exit_signal()
+            && let Some(name) = sig.exit_signal
+        {
+            stderr.extend_from_slice(format!("\n(killed by signal {name})").as_bytes());
+            code = if code == 0 { -1 } else { code };
+        }
+        Ok(RawOutput {
+            code,
+            stdout,
+            stderr,
+        })
     }
-    Ok(RawOutput { code, stdout, stderr })
 }
 
 /// The last `n` lines of a command's stderr.
@@ -456,7 +568,9 @@ mod tests {
     #[test]
     fn pinning_rejects_a_malformed_key_and_names_the_host() {
         let pool = SshPool::new(SshSettings::default());
-        let e = pool.pin_host_key("10.0.0.5:2222", "ssh-ed25519 nope").unwrap_err();
+        let e = pool
+            .pin_host_key("10.0.0.5:2222", "ssh-ed25519 nope")
+            .unwrap_err();
         assert_eq!(e.kind(), "invalid_key");
         assert_eq!(e.host(), Some("10.0.0.5:2222"));
     }
@@ -466,7 +580,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let pool = SshPool::new(SshSettings { connect_timeout: Duration::from_secs(2), ..SshSettings::default() });
+        let pool = SshPool::new(SshSettings {
+            connect_timeout: Duration::from_secs(2),
+            ..SshSettings::default()
+        });
         let host = format!("127.0.0.1:{port}");
         let e = pool.run(&host, "true", false).unwrap_err();
         assert_eq!(e.kind(), "connect", "{e}");

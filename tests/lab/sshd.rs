@@ -39,8 +39,13 @@ pub const USER_NOPASSWD: &str = "k3sx-lab";
 pub const USER_SUDO_PASSWORD: &str = "k3sx-lab-pw";
 
 /// The paths each host has to itself.
-pub const PRIVATE_DIRS: [&str; 5] =
-    ["/etc/rancher", "/var/lib/rancher", "/usr/local/bin", "/etc/systemd/system", "/var/lib/kubelet"];
+pub const PRIVATE_DIRS: [&str; 5] = [
+    "/etc/rancher",
+    "/var/lib/rancher",
+    "/usr/local/bin",
+    "/etc/systemd/system",
+    "/var/lib/kubelet",
+];
 
 /// Which entries a known_hosts file made by [`SshLab::known_hosts`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +82,10 @@ impl LabHost {
 
     /// The host's current public key, an OpenSSH line (`ssh-ed25519 AAAA... comment`).
     pub fn public_key(&self) -> String {
-        std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub")).expect("host key exists").trim().to_string()
+        std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub"))
+            .expect("host key exists")
+            .trim()
+            .to_string()
     }
 
     /// The sshd log (sshd `-e` output, plus the namespace setup's errors).
@@ -91,16 +99,18 @@ impl LabHost {
 
     /// The PID (as the machine sees it) of the host's sshd, its namespaces' init.
     pub fn init_pid(&self) -> Option<u32> {
-        let pid = self.unshare.as_ref()?.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
+        namespace_init(self.unshare.as_ref()?)
     }
 
     fn generate_host_key(&self) {
         let key = self.dir.join("ssh_host_ed25519_key");
         let _ = std::fs::remove_file(&key);
         let _ = std::fs::remove_file(key.with_extension("pub"));
-        run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &self.name, "-f"]).arg(&key));
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", &self.name, "-f"])
+                .arg(&key),
+        );
     }
 
     fn spawn(&mut self) {
@@ -120,7 +130,16 @@ impl LabHost {
         );
         let log = std::fs::File::create(self.dir.join("sshd.log")).expect("create sshd log");
         let child = Command::new("unshare")
-            .args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
+            .args([
+                "--mount",
+                "--uts",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                "--propagation",
+                "private",
+            ])
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -134,9 +153,17 @@ impl LabHost {
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = (self.addr, self.port).into();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            let exited = self.unshare.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .unshare
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
-                panic!("lab host {} ({}) did not start:\n{}", self.name, self.target(), self.log());
+                panic!(
+                    "lab host {} ({}) did not start:\n{}",
+                    self.name,
+                    self.target(),
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -144,10 +171,12 @@ impl LabHost {
 
     /// Ends sshd and with it every process and mount of the host.
     fn stop(&mut self) {
-        let Some(mut child) = self.unshare.take() else { return };
+        let Some(mut child) = self.unshare.take() else {
+            return;
+        };
         // Killing the namespace's init makes the kernel kill everything else in
         // it; unshare, waiting for its child, returns once they are all gone.
-        match self.init_pid_of(&child) {
+        match namespace_init(&child) {
             Some(init) => unsafe {
                 libc::kill(init as i32, libc::SIGKILL);
             },
@@ -157,12 +186,13 @@ impl LabHost {
         }
         let _ = child.wait();
     }
+}
 
-    fn init_pid_of(&self, child: &Child) -> Option<u32> {
-        let pid = child.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    }
+/// The process `unshare --fork` started: PID 1 of the host's namespaces.
+fn namespace_init(unshare: &Child) -> Option<u32> {
+    let pid = unshare.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
 }
 
 /// A set of lab hosts and the client side (agent, keys) to reach them.
@@ -193,12 +223,29 @@ impl SshLab {
             panic!("the sshd lab could not set up the machine: {why}");
         }
 
-        let dir = tempfile::Builder::new().prefix("k3sx-sshlab-").tempdir().expect("create lab dir");
+        let dir = tempfile::Builder::new()
+            .prefix("k3sx-sshlab-")
+            .tempdir()
+            .expect("create lab dir");
         chmod(dir.path(), 0o755); // sshd reads authorized_keys as the lab users
 
         let client_key = dir.path().join("client_ed25519");
-        run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "k3sx-lab-client", "-f"]).arg(&client_key));
-        let client_pub = std::fs::read_to_string(client_key.with_extension("pub")).expect("client public key");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "k3sx-lab-client",
+                    "-f",
+                ])
+                .arg(&client_key),
+        );
+        let client_pub =
+            std::fs::read_to_string(client_key.with_extension("pub")).expect("client public key");
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, &client_pub).expect("write authorized_keys");
         chmod(&authorized, 0o644);
@@ -213,11 +260,7 @@ impl SshLab {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn ssh-agent");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !agent_socket.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not create its socket");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // From here on, a panic drops the lab, which ends what it started.
         let mut lab = SshLab {
             hosts: Vec::new(),
             agent,
@@ -226,7 +269,21 @@ impl SshLab {
             known_hosts_files: AtomicU32::new(0),
             dir,
         };
-        run_ok(Command::new("ssh-add").arg("-q").arg(&lab.client_key).env("SSH_AUTH_SOCK", &lab.agent_socket));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The socket file appears before the agent listens on it: wait for a connection.
+        while std::os::unix::net::UnixStream::connect(&lab.agent_socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent did not start listening on its socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        run_ok(
+            Command::new("ssh-add")
+                .arg("-q")
+                .arg(&lab.client_key)
+                .env("SSH_AUTH_SOCK", &lab.agent_socket),
+        );
 
         for index in 1..=n {
             let host = lab.new_host(index, &authorized);
@@ -246,13 +303,21 @@ impl SshLab {
         // on that address, so labs of other processes cannot collide either.
         let n = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed);
         let addr = Ipv4Addr::new(127, 0, 1, 2 + (n % 250) as u8);
-        let port = TcpListener::bind((addr, 0)).and_then(|l| l.local_addr()).expect("free port").port();
+        let port = TcpListener::bind((addr, 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let name = format!("k3sx-lab-{index}");
         let dir = self.dir.path().join(&name);
         for d in PRIVATE_DIRS {
-            std::fs::create_dir_all(dir.join("root").join(d.trim_start_matches('/'))).expect("create host dirs");
+            std::fs::create_dir_all(dir.join("root").join(d.trim_start_matches('/')))
+                .expect("create host dirs");
         }
-        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{addr} {name}\n::1 localhost\n")).unwrap();
+        std::fs::write(
+            dir.join("hosts"),
+            format!("127.0.0.1 localhost\n{addr} {name}\n::1 localhost\n"),
+        )
+        .unwrap();
         std::fs::write(dir.join("hostname"), format!("{name}\n")).unwrap();
         let config = dir.join("sshd_config");
         std::fs::write(
@@ -277,7 +342,15 @@ impl SshLab {
             ),
         )
         .unwrap();
-        let host = LabHost { index, name, addr, port, dir, config, unshare: None };
+        let host = LabHost {
+            index,
+            name,
+            addr,
+            port,
+            dir,
+            config,
+            unshare: None,
+        };
         host.generate_host_key();
         host
     }
@@ -317,7 +390,13 @@ impl SshLab {
         }
         std::fs::write(&path, text).expect("write known_hosts");
         if kind == KnownHosts::Hashed {
-            run_ok(Command::new("ssh-keygen").arg("-q").arg("-H").arg("-f").arg(&path));
+            run_ok(
+                Command::new("ssh-keygen")
+                    .arg("-q")
+                    .arg("-H")
+                    .arg("-f")
+                    .arg(&path),
+            );
             let _ = std::fs::remove_file(path.with_extension(format!("{n}.old")));
         }
         path
@@ -374,18 +453,37 @@ impl Drop for SshLab {
 
 /// Why the lab cannot run here, if it cannot.
 pub fn missing_prerequisite() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref() != Some("0") {
         return Some("it must run as root (mount namespaces, test users)".into());
     }
-    for tool in ["/usr/sbin/sshd", "unshare", "ssh-keygen", "ssh-agent", "ssh-add", "useradd"] {
-        let found = if tool.starts_with('/') { Path::new(tool).exists() } else { which(tool) };
+    for tool in [
+        "/usr/sbin/sshd",
+        "unshare",
+        "ssh-keygen",
+        "ssh-agent",
+        "ssh-add",
+        "useradd",
+    ] {
+        let found = if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            which(tool)
+        };
         if !found {
-            return Some(format!("`{tool}` is missing (install `openssh-server openssh-client util-linux`)"));
+            return Some(format!(
+                "`{tool}` is missing (install `openssh-server openssh-client util-linux`)"
+            ));
         }
     }
     // Can this machine make namespaces at all (containers may forbid it)?
-    let probe = Command::new("unshare").args(["--mount", "--uts", "--pid", "--fork", "true"]).status();
+    let probe = Command::new("unshare")
+        .args(["--mount", "--uts", "--pid", "--fork", "true"])
+        .status();
     if !probe.map(|s| s.success()).unwrap_or(false) {
         return Some("`unshare --mount --uts --pid` is not permitted here".into());
     }
@@ -407,9 +505,16 @@ fn setup_machine() -> Result<(), String> {
         }
     }
     for user in [USER_NOPASSWD, USER_SUDO_PASSWORD] {
-        let exists = Command::new("id").arg("-u").arg(user).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let exists = Command::new("id")
+            .arg("-u")
+            .arg(user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if !exists.map(|s| s.success()).unwrap_or(false) {
-            let status = Command::new("useradd").args(["-m", "-s", "/bin/sh", user]).status();
+            let status = Command::new("useradd")
+                .args(["-m", "-s", "/bin/sh", user])
+                .status();
             if !status.map(|s| s.success()).unwrap_or(false) {
                 return Err(format!("useradd {user} failed"));
             }
@@ -420,7 +525,8 @@ fn setup_machine() -> Result<(), String> {
             return Err(format!("usermod {user} failed"));
         }
     }
-    let rules = format!("{USER_NOPASSWD} ALL=(ALL) NOPASSWD: ALL\n{USER_SUDO_PASSWORD} ALL=(ALL) ALL\n");
+    let rules =
+        format!("{USER_NOPASSWD} ALL=(ALL) NOPASSWD: ALL\n{USER_SUDO_PASSWORD} ALL=(ALL) ALL\n");
     let path = Path::new("/etc/sudoers.d/k3sx-lab");
     std::fs::write(path, rules).map_err(|e| format!("write {}: {e}", path.display()))?;
     chmod(path, 0o440);
@@ -440,5 +546,9 @@ fn chmod(path: &Path, mode: u32) {
 
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
