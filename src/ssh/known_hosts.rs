@@ -84,6 +84,81 @@ fn host_entry(target: &Target) -> String {
     }
 }
 
+/// The key types known_hosts holds for `target`, in file order. The session
+/// asks the server for these types first, as OpenSSH does: libssh2 would call
+/// a key of another type than the recorded one "changed".
+pub(crate) fn known_key_types(path: &Path, target: &Target) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let entry = host_entry(target);
+    let mut types: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+            continue; // markers (@cert-authority, @revoked) are not host keys
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(key_type)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if hosts_match(hosts, &entry) && !types.iter().any(|t| t == key_type) {
+            types.push(key_type.to_string());
+        }
+    }
+    types
+}
+
+/// Whether a known_hosts host field (`|1|salt|hash`, or comma-separated
+/// patterns with `*`, `?` and `!`) names `entry` (`addr` or `[addr]:port`).
+fn hosts_match(field: &str, entry: &str) -> bool {
+    if let Some(hashed) = field.strip_prefix("|1|") {
+        use hmac::{Hmac, Mac};
+        let Some((salt, hash)) = hashed.split_once('|') else {
+            return false;
+        };
+        let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+            return false;
+        };
+        mac.update(entry.as_bytes());
+        return mac.verify_slice(&hash).is_ok();
+    }
+    let mut matched = false;
+    for pattern in field.split(',') {
+        match pattern.strip_prefix('!') {
+            Some(negated) if wildcard_match(negated, entry) => return false,
+            Some(_) => {}
+            None => matched |= wildcard_match(pattern, entry),
+        }
+    }
+    matched
+}
+
+/// OpenSSH's pattern match: `*` any run of characters, `?` one character.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi].eq_ignore_ascii_case(&t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 /// Checks the key the server presented. With a pinned key only that key is
 /// accepted; otherwise known_hosts decides, under the settings' policy.
 pub(crate) fn verify(
@@ -249,6 +324,60 @@ mod tests {
         );
         assert!(PublicKey::parse_openssh("ssh-ed25519").is_err());
         assert!(PublicKey::parse_openssh("ssh-ed25519 !!!").is_err());
+    }
+
+    #[test]
+    fn hashed_entries_match_their_host_and_port_only() {
+        // made with `ssh-keygen -H` from `[127.0.1.5]:2222 ...` and `example.org ...`
+        let port = "|1|oOdA9/P5q4rNQyEraZfx31TALoE=|JQi1c3nq2kCtIKd9VF7zoAbl8+w=";
+        let plain = "|1|19Ilbl5E0u1ZllOMj3zkLTVKyfE=|sB1WRCRWbY5JOfTDuxIzChNyXiA=";
+        assert!(hosts_match(port, "[127.0.1.5]:2222"));
+        assert!(!hosts_match(port, "127.0.1.5"));
+        assert!(!hosts_match(port, "[127.0.1.5]:2223"));
+        assert!(hosts_match(plain, "example.org"));
+        assert!(!hosts_match("|1|garbage", "example.org"));
+    }
+
+    #[test]
+    fn plain_patterns_match_like_openssh() {
+        assert!(hosts_match("a.lan,10.0.0.5", "10.0.0.5"));
+        assert!(hosts_match("10.0.0.*", "10.0.0.5"));
+        assert!(hosts_match("10.0.0.?", "10.0.0.5"));
+        assert!(!hosts_match("10.0.0.?", "10.0.0.50"));
+        assert!(!hosts_match("10.0.0.*,!10.0.0.5", "10.0.0.5"));
+        assert!(hosts_match("[10.0.0.5]:2222", "[10.0.0.5]:2222"));
+        assert!(!hosts_match("10.0.0.5", "[10.0.0.5]:2222"));
+        assert!(hosts_match("Host.LAN", "host.lan"));
+    }
+
+    #[test]
+    fn known_key_types_are_listed_in_file_order_without_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(
+            &path,
+            "# comment\n\
+             @cert-authority *.lan ssh-ed25519 AAAA\n\
+             [10.0.0.5]:2222 ecdsa-sha2-nistp256 AAAA\n\
+             10.0.0.5 ssh-rsa AAAA\n\
+             [10.0.0.5]:2222 ssh-ed25519 AAAA\n\
+             [10.0.0.5]:2222 ecdsa-sha2-nistp256 BBBB\n",
+        )
+        .unwrap();
+        let target = Target {
+            addr: "10.0.0.5".into(),
+            port: 2222,
+        };
+        assert_eq!(
+            known_key_types(&path, &target),
+            ["ecdsa-sha2-nistp256", "ssh-ed25519"]
+        );
+        let target = Target {
+            addr: "10.0.0.5".into(),
+            port: 22,
+        };
+        assert_eq!(known_key_types(&path, &target), ["ssh-rsa"]);
+        assert!(known_key_types(&dir.path().join("missing"), &target).is_empty());
     }
 
     #[test]

@@ -14,9 +14,8 @@ use super::{Output, SshError, SshSettings, Target, mask, shell_quote};
 /// libssh2's code for "timed out" (`LIBSSH2_ERROR_TIMEOUT`).
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 
-/// Host key algorithms in the order OpenSSH prefers them. Asking for Ed25519
-/// first matters: libssh2 reports a host whose known key has another type as
-/// "changed", so the server must present the type ssh-keyscan records by default.
+/// Host key algorithms in the order OpenSSH prefers them; the types known_hosts
+/// holds for a host go first (see `known_hosts::known_key_types`).
 const HOST_KEY_PREFS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
 
 /// How many stderr lines an error shows.
@@ -346,9 +345,11 @@ impl SshPool {
         sess.set_timeout(millis(timeout));
         let pinned = lock(&self.pinned).get(&host).cloned();
         let prefs = match &pinned {
-            Some(k) if k.key_type == "ssh-rsa" => "rsa-sha2-512,rsa-sha2-256,ssh-rsa".to_string(),
-            Some(k) => k.key_type.clone(),
-            None => HOST_KEY_PREFS.to_string(),
+            Some(k) => host_key_prefs(std::slice::from_ref(&k.key_type), false),
+            None => host_key_prefs(
+                &known_hosts::known_key_types(&self.settings.known_hosts, target),
+                true,
+            ),
         };
         sess.method_pref(MethodType::HostKey, &prefs)
             .map_err(|e| ssh_fail(&host, "choosing host key types", &e, timeout))?;
@@ -396,6 +397,24 @@ impl SshPool {
             tried,
         })
     }
+}
+
+/// The host key algorithms to offer: `first` (key types), then, with `others`,
+/// the rest of OpenSSH's order. `ssh-rsa` keys sign with the SHA-2 algorithms.
+fn host_key_prefs(first: &[String], others: bool) -> String {
+    let mut prefs: Vec<&str> = Vec::new();
+    for t in first {
+        match t.as_str() {
+            "ssh-rsa" => prefs.extend(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]),
+            t => prefs.push(t),
+        }
+    }
+    if others || prefs.is_empty() {
+        prefs.extend(HOST_KEY_PREFS.split(','));
+    }
+    let mut seen = std::collections::HashSet::new();
+    prefs.retain(|p| seen.insert(*p));
+    prefs.join(",")
 }
 
 fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), String> {
@@ -556,6 +575,20 @@ mod tests {
     #[test]
     fn pool_is_send_and_sync() {
         assert_send_sync::<SshPool>();
+    }
+
+    #[test]
+    fn known_key_types_are_offered_first() {
+        let prefs = host_key_prefs(&["ssh-rsa".into(), "ssh-ed25519".into()], true);
+        assert!(
+            prefs.starts_with("rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519,ecdsa-sha2-nistp256")
+        );
+        assert_eq!(prefs.matches("ssh-ed25519").count(), 1);
+        assert_eq!(
+            host_key_prefs(&["ssh-ed25519".into()], false),
+            "ssh-ed25519"
+        );
+        assert_eq!(host_key_prefs(&[], true), HOST_KEY_PREFS);
     }
 
     #[test]

@@ -106,6 +106,20 @@ fn hashed_and_plain_port_entries_are_understood() {
 }
 
 #[test]
+fn a_host_known_by_another_key_type_is_asked_for_that_type() {
+    let Some(lab) = SshLab::start(1) else {
+        return;
+    };
+    // Only the ECDSA key is recorded; the server would offer Ed25519 first.
+    let h = lab.host(0);
+    let kh = lab.dir().join("known_hosts.ecdsa");
+    let line = format!("[{}]:{} {}\n", h.addr, h.port, h.public_key_of("ecdsa"));
+    std::fs::write(&kh, line).unwrap();
+    let pool = SshPool::new(lab.settings("root", &kh));
+    assert_eq!(pool.hostname(&h.target()).unwrap(), "k3sx-lab-1");
+}
+
+#[test]
 fn a_regenerated_host_key_is_refused_under_both_policies() {
     let Some(mut lab) = SshLab::start(1) else {
         return;

@@ -47,6 +47,9 @@ pub const PRIVATE_DIRS: [&str; 5] = [
     "/var/lib/kubelet",
 ];
 
+/// The host key types every host has, in sshd's order.
+const HOST_KEY_KINDS: [&str; 2] = ["ed25519", "ecdsa"];
+
 /// Which entries a known_hosts file made by [`SshLab::known_hosts`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownHosts {
@@ -80,7 +83,7 @@ impl LabHost {
         self.dir.join("root")
     }
 
-    /// The host's current public key, an OpenSSH line (`ssh-ed25519 AAAA... comment`).
+    /// The host's current Ed25519 public key, an OpenSSH line (`ssh-ed25519 AAAA... comment`).
     pub fn public_key(&self) -> String {
         std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub"))
             .expect("host key exists")
@@ -102,15 +105,26 @@ impl LabHost {
         namespace_init(self.unshare.as_ref()?)
     }
 
+    /// The host's current key of another type: `"ecdsa"` (every host has an
+    /// Ed25519 and an ECDSA P-256 key, like a stock Debian VM).
+    pub fn public_key_of(&self, kind: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("ssh_host_{kind}_key.pub")))
+            .expect("host key exists")
+            .trim()
+            .to_string()
+    }
+
     fn generate_host_key(&self) {
-        let key = self.dir.join("ssh_host_ed25519_key");
-        let _ = std::fs::remove_file(&key);
-        let _ = std::fs::remove_file(key.with_extension("pub"));
-        run_ok(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", &self.name, "-f"])
-                .arg(&key),
-        );
+        for kind in HOST_KEY_KINDS {
+            let key = self.dir.join(format!("ssh_host_{kind}_key"));
+            let _ = std::fs::remove_file(&key);
+            let _ = std::fs::remove_file(key.with_extension("pub"));
+            run_ok(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", kind, "-N", "", "-C", &self.name, "-f"])
+                    .arg(&key),
+            );
+        }
     }
 
     fn spawn(&mut self) {
@@ -325,6 +339,7 @@ impl SshLab {
             format!(
                 "ListenAddress {addr}:{port}\n\
                  HostKey {key}\n\
+                 HostKey {ecdsa_key}\n\
                  PidFile none\n\
                  AuthorizedKeysFile {authorized}\n\
                  StrictModes no\n\
@@ -338,6 +353,7 @@ impl SshLab {
                  LogLevel VERBOSE\n\
                  Subsystem sftp internal-sftp\n",
                 key = dir.join("ssh_host_ed25519_key").display(),
+                ecdsa_key = dir.join("ssh_host_ecdsa_key").display(),
                 authorized = authorized.display(),
             ),
         )
