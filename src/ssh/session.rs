@@ -184,7 +184,13 @@ impl SshPool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let err = match self.run_unchecked(host, "true", false) {
+            // Each attempt's login may take only what is left of the wait.
+            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+            let limit = self.settings.connect_timeout.min(left);
+            let answered = self
+                .ensure_session(&target, limit)
+                .and_then(|()| self.run_unchecked(host, "true", false));
+            let err = match answered {
                 Ok(_) => return Ok(()),
                 Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => e,
@@ -200,6 +206,16 @@ impl SshPool {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Opens the host's session unless one is open, within `limit`.
+    fn ensure_session(&self, target: &Target, limit: Duration) -> Result<(), SshError> {
+        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
+        let mut guard = lock(&slot);
+        if guard.is_none() {
+            *guard = Some(self.connect(target, limit)?);
+        }
+        Ok(())
     }
 
     pub(crate) fn target(&self, host: &str) -> Result<Target, SshError> {
@@ -282,7 +298,7 @@ impl SshPool {
         let mut fresh = false;
         loop {
             if guard.is_none() {
-                *guard = Some(self.connect(target)?);
+                *guard = Some(self.connect(target, self.settings.connect_timeout)?);
                 fresh = true;
             }
             let Some(sess) = guard.as_ref() else {
@@ -305,9 +321,8 @@ impl SshPool {
     }
 
     /// Opens a session: TCP, handshake, host key check, login.
-    fn connect(&self, target: &Target) -> Result<Session, SshError> {
+    fn connect(&self, target: &Target, timeout: Duration) -> Result<Session, SshError> {
         let host = target.display();
-        let timeout = self.settings.connect_timeout;
         let connect_err = |reason: String| SshError::Connect {
             host: host.clone(),
             reason,
@@ -606,6 +621,32 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), "invalid_key");
         assert_eq!(e.host(), Some("10.0.0.5:2222"));
+    }
+
+    #[test]
+    fn a_server_that_never_speaks_ssh_times_out_and_wait_keeps_its_own_limit() {
+        // Accepts TCP connections (the kernel does, into the backlog) but never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+        let settings = SshSettings {
+            connect_timeout: Duration::from_millis(500),
+            ..SshSettings::default()
+        };
+        let e = SshPool::new(settings).run(&host, "true", false).unwrap_err();
+        assert_eq!(e.kind(), "timeout", "{e}");
+
+        let settings = SshSettings {
+            connect_timeout: Duration::from_secs(30),
+            ..SshSettings::default()
+        };
+        let start = Instant::now();
+        let mut attempts = 0;
+        let e = SshPool::new(settings)
+            .wait_with(&host, Duration::from_secs(1), |_, _| attempts += 1)
+            .unwrap_err();
+        assert_eq!(e.kind(), "timeout", "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(attempts >= 1 && e.to_string().contains(&host), "{e}");
     }
 
     #[test]
