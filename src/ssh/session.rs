@@ -40,6 +40,16 @@ pub(crate) struct RawOutput {
     pub stderr: Vec<u8>,
 }
 
+impl RawOutput {
+    fn into_output(self) -> Output {
+        Output {
+            code: self.code,
+            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+        }
+    }
+}
+
 /// Why an operation on a session failed; `stale` means nothing ran yet and a
 /// fresh session may succeed (the cached one died, e.g. the host rebooted).
 pub(crate) struct Fail {
@@ -130,11 +140,34 @@ impl SshPool {
         }
     }
 
-    /// Runs `cmd` through `sh` on `host`; with `sudo` (and a non-root user, and
-    /// sudo enabled in the settings) through `sudo -n`. A non-zero exit is an error
-    /// carrying host, command (secrets masked), exit code and the stderr tail.
+    /// Runs `cmd` on `host` (through the login user's shell); with `sudo` (and a
+    /// non-root user, and sudo enabled in the settings) through `sudo -n sh -c`.
+    /// A non-zero exit is an error carrying host, command (secrets masked), exit
+    /// code and the stderr tail.
     pub fn run(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
-        let out = self.run_unchecked(host, cmd, sudo)?;
+        self.checked(host, cmd, sudo, None)
+    }
+
+    /// [`SshPool::run`] with `input` on the command's stdin: the way to hand a
+    /// secret to a command without putting it on a command line (`ps` shows those).
+    pub fn run_with_input(
+        &self,
+        host: &str,
+        cmd: &str,
+        input: &[u8],
+        sudo: bool,
+    ) -> Result<Output, SshError> {
+        self.checked(host, cmd, sudo, Some(input))
+    }
+
+    fn checked(
+        &self,
+        host: &str,
+        cmd: &str,
+        sudo: bool,
+        input: Option<&[u8]>,
+    ) -> Result<Output, SshError> {
+        let out = self.exec(host, cmd, sudo, input)?.into_output();
         if out.code != 0 {
             return Err(SshError::Command {
                 host: self.target(host)?.display(),
@@ -149,12 +182,7 @@ impl SshPool {
     /// Like [`SshPool::run`], but a non-zero exit is returned, not an error.
     /// (A sudo that wants a password is still an error.)
     pub fn run_unchecked(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
-        let raw = self.exec(host, cmd, sudo, None)?;
-        Ok(Output {
-            code: raw.code,
-            stdout: String::from_utf8_lossy(&raw.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&raw.stderr).into_owned(),
-        })
+        Ok(self.exec(host, cmd, sudo, None)?.into_output())
     }
 
     /// The host's own name (`uname -n`).
@@ -185,7 +213,9 @@ impl SshPool {
         loop {
             attempt += 1;
             // Each attempt's login may take only what is left of the wait.
-            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+            let left = timeout
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(100));
             let limit = self.settings.connect_timeout.min(left);
             let answered = self
                 .ensure_session(&target, limit)
@@ -210,7 +240,10 @@ impl SshPool {
 
     /// Opens the host's session unless one is open, within `limit`.
     fn ensure_session(&self, target: &Target, limit: Duration) -> Result<(), SshError> {
-        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
+        let slot = lock(&self.slots)
+            .entry(target.display())
+            .or_default()
+            .clone();
         let mut guard = lock(&slot);
         if guard.is_none() {
             *guard = Some(self.connect(target, limit)?);
@@ -632,7 +665,9 @@ mod tests {
             connect_timeout: Duration::from_millis(500),
             ..SshSettings::default()
         };
-        let e = SshPool::new(settings).run(&host, "true", false).unwrap_err();
+        let e = SshPool::new(settings)
+            .run(&host, "true", false)
+            .unwrap_err();
         assert_eq!(e.kind(), "timeout", "{e}");
 
         let settings = SshSettings {
@@ -645,7 +680,11 @@ mod tests {
             .wait_with(&host, Duration::from_secs(1), |_, _| attempts += 1)
             .unwrap_err();
         assert_eq!(e.kind(), "timeout", "{e}");
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         assert!(attempts >= 1 && e.to_string().contains(&host), "{e}");
     }
 

@@ -209,6 +209,9 @@ fn a_failing_command_reports_host_command_code_and_stderr_tail_with_secrets_mask
 
     let unchecked = pool.run_unchecked(&target, "exit 4", false).unwrap();
     assert_eq!(unchecked.code, 4);
+
+    let piped = pool.run_with_input(&target, "read -r line; echo got:$line", b"token\n", false);
+    assert_eq!(piped.unwrap().stdout, "got:token\n");
 }
 
 #[test]
@@ -343,6 +346,13 @@ fn a_sudo_user_writes_root_owned_files_through_sudo_install() {
         USER_NOPASSWD
     );
     assert_eq!(pool.run(&target, "id -u", true).unwrap().stdout.trim(), "0");
+    let piped = pool
+        .run_with_input(&target, "cat; id -u", b"in:", true)
+        .unwrap();
+    assert_eq!(
+        piped.stdout, "in:0\n",
+        "stdin reaches the command under sudo"
+    );
 
     let remote = "/etc/rancher/k3s/config.yaml";
     assert!(
