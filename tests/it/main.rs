@@ -11,4 +11,5 @@ mod docs;
 mod pve_client;
 mod repl;
 mod scripts;
+mod ssh;
 mod support;
