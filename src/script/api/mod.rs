@@ -3,6 +3,7 @@
 //! show them.
 
 pub mod core;
+pub mod ipam;
 pub mod k3s;
 pub mod pve;
 
