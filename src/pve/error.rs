@@ -12,11 +12,7 @@ pub enum PveError {
         "authentication failed for `{user}` at {host} ({path}): check PROXMOX_USER and \
          PROXMOX_PASSWORD, or PROXMOX_API_TOKEN_ID and PROXMOX_API_TOKEN_SECRET"
     )]
-    Auth {
-        user: String,
-        host: String,
-        path: String,
-    },
+    Auth { user: String, host: String, path: String },
 
     /// The server's certificate was not trusted.
     #[error("{}", tls_message(host, path, reason, fingerprint.as_deref(), *pinned))]
@@ -33,13 +29,7 @@ pub enum PveError {
 
     /// HTTP 595/596: the Proxmox proxy could not reach (or lost) the node the path is about.
     #[error("Proxmox node `{}` is unreachable from {host} ({status} {message}) for {path}", node.as_deref().unwrap_or("?"))]
-    NodeUnreachable {
-        host: String,
-        node: Option<String>,
-        path: String,
-        status: u16,
-        message: String,
-    },
+    NodeUnreachable { host: String, node: Option<String>, path: String, status: u16, message: String },
 
     /// Any other error answer: status, message and per-field parameter errors.
     #[error("{}", api_message(host, method, path, *status, message, field_errors))]
@@ -53,42 +43,20 @@ pub enum PveError {
     },
 
     /// No answer within the configured time.
-    #[error(
-        "request to {host} timed out after {after:?} ({path}); the host or network is slow or down"
-    )]
-    Timeout {
-        host: String,
-        path: String,
-        after: Duration,
-    },
+    #[error("request to {host} timed out after {after:?} ({path}); the host or network is slow or down")]
+    Timeout { host: String, path: String, after: Duration },
 
     /// The connection could not be made or broke.
     #[error("cannot reach Proxmox at {host} ({path}): {reason}")]
-    Connect {
-        host: String,
-        path: String,
-        reason: String,
-    },
+    Connect { host: String, path: String, reason: String },
 
     /// The QEMU guest agent does not answer (yet): retry later or read the IP elsewhere.
-    #[error(
-        "QEMU guest agent of VM {vmid} on node `{node}` is not running ({host}, {path}): {message}"
-    )]
-    AgentNotRunning {
-        host: String,
-        node: String,
-        vmid: u32,
-        path: String,
-        message: String,
-    },
+    #[error("QEMU guest agent of VM {vmid} on node `{node}` is not running ({host}, {path}): {message}")]
+    AgentNotRunning { host: String, node: String, vmid: u32, path: String, message: String },
 
     /// The answer was not what the API documents.
     #[error("unexpected answer from {host} for {path}: {reason}")]
-    Decode {
-        host: String,
-        path: String,
-        reason: String,
-    },
+    Decode { host: String, path: String, reason: String },
 
     /// A client setting is unusable (bad fingerprint, unreadable CA file, missing credentials).
     #[error("invalid Proxmox setting for {host}: {message}")]
@@ -114,31 +82,20 @@ impl PveError {
     /// True for errors that no retry or other VM can fix: credentials, trust, settings.
     /// The CLI maps these to exit status 2.
     pub fn is_setup_error(&self) -> bool {
-        matches!(
-            self,
-            PveError::Auth { .. } | PveError::Tls { .. } | PveError::Config { .. }
-        )
+        matches!(self, PveError::Auth { .. } | PveError::Tls { .. } | PveError::Config { .. })
     }
 
     /// The HTTP status of an error answer, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            PveError::Api { status, .. } | PveError::NodeUnreachable { status, .. } => {
-                Some(*status)
-            }
+            PveError::Api { status, .. } | PveError::NodeUnreachable { status, .. } => Some(*status),
             PveError::Auth { .. } => Some(401),
             _ => None,
         }
     }
 }
 
-fn tls_message(
-    host: &str,
-    path: &str,
-    reason: &str,
-    fingerprint: Option<&str>,
-    pinned: bool,
-) -> String {
+fn tls_message(host: &str, path: &str, reason: &str, fingerprint: Option<&str>, pinned: bool) -> String {
     let mut out = if pinned {
         format!("the certificate of {host} does not match PROXMOX_TLS_FINGERPRINT ({path})")
     } else {
@@ -185,13 +142,7 @@ mod tests {
             pinned: false,
         };
         let text = e.to_string();
-        for needle in [
-            "PROXMOX_CA_FILE",
-            "PROXMOX_TLS_FINGERPRINT",
-            "PROXMOX_SSL_VERIFY=false",
-            "AB:CD",
-            "pve1:8006",
-        ] {
+        for needle in ["PROXMOX_CA_FILE", "PROXMOX_TLS_FINGERPRINT", "PROXMOX_SSL_VERIFY=false", "AB:CD", "pve1:8006"] {
             assert!(text.contains(needle), "{needle} missing in {text}");
         }
         assert_eq!(e.kind(), "tls");

@@ -9,6 +9,6 @@ pub use client::{PveClient, PveSettings, encode_form};
 pub use error::PveError;
 pub use tls::{format_fingerprint, parse_fingerprint};
 pub use types::{
-    Cluster, GuestIp, NodeInfo, Vm, VmStatus, normalize_tags, parse_agent_interfaces, parse_nodes,
-    parse_resources, parse_vm_status,
+    Cluster, GuestIp, NodeInfo, Vm, VmStatus, normalize_tags, parse_agent_interfaces, parse_nodes, parse_resources,
+    parse_vm_status,
 };
