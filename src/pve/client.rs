@@ -16,7 +16,7 @@ use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::error::PveError;
+use super::error::{PveError, Refusal, vm_of_path};
 use super::tls::{self, Fingerprint, Trust};
 use super::types::{self, Cluster, GuestIp, NodeInfo, VmStatus};
 use crate::secret::Secret;
@@ -291,12 +291,12 @@ impl PveClient {
 
     // ---------------------------------------------------------------- transport
 
-    fn decode_error(&self, path: &str, reason: impl Into<String>) -> PveError {
+    pub(super) fn decode_error(&self, path: &str, reason: impl Into<String>) -> PveError {
         PveError::Decode { host: self.address.clone(), path: path.to_string(), reason: reason.into() }
     }
 
     /// One API call: authentication, a single re-login on 401, bounded retries, error mapping.
-    fn call(
+    pub(super) fn call(
         &self,
         method: Method,
         path: &str,
@@ -517,6 +517,9 @@ impl PveClient {
                 field_errors.insert(k.clone(), text);
             }
         }
+        if let Some(refused) = self.vm_refusal(method, path, status, &message) {
+            return refused;
+        }
         if matches!(status, 595 | 596) {
             return PveError::NodeUnreachable {
                 host: self.address.clone(),
@@ -534,6 +537,24 @@ impl PveClient {
             message,
             field_errors,
         }
+    }
+
+    /// The typed error for a VM's refusal PVE reports as a 500 with a known message:
+    /// a VM lock, the config lock timeout, a digest mismatch, the wrong run state.
+    fn vm_refusal(&self, method: &Method, path: &str, status: u16, message: &str) -> Option<PveError> {
+        if status != 500 {
+            return None;
+        }
+        let (node, vmid) = vm_of_path(path)?;
+        let (host, method, path, message) =
+            (self.address.clone(), method.to_string(), path.to_string(), message.to_string());
+        Some(match Refusal::of(&message)? {
+            Refusal::Locked(lock) => PveError::Locked { host, method, path, node, vmid, lock },
+            Refusal::LockTimeout => PveError::LockTimeout { host, method, path, node, vmid, message },
+            Refusal::DigestMismatch => PveError::DigestMismatch { host, method, path, node, vmid, message },
+            Refusal::NotRunning => PveError::RunState { host, method, path, node, vmid, running: false, message },
+            Refusal::AlreadyRunning => PveError::RunState { host, method, path, node, vmid, running: true, message },
+        })
     }
 
     fn transport_error(&self, path: &str, err: &reqwest::Error) -> PveError {
@@ -643,12 +664,9 @@ mod tests {
     fn error_message_falls_back_to_the_status_line_and_595_names_the_node() {
         let client = PveClient::new(settings()).unwrap();
         let path = "/nodes/pve1/qemu/101/status/start";
-        let reason = Some("VM is locked (backup)".to_string());
-        let err = client.answer_error(&Method::POST, path, 500, reason, br#"{"data":null}"#);
-        assert!(
-            matches!(&err, PveError::Api { status: 500, message, .. } if message == "VM is locked (backup)"),
-            "{err}"
-        );
+        let reason = Some("service busy".to_string());
+        let err = client.answer_error(&Method::POST, path, 503, reason, br#"{"data":null}"#);
+        assert!(matches!(&err, PveError::Api { status: 503, message, .. } if message == "service busy"), "{err}");
         let err = client.answer_error(&Method::GET, path, 595, None, b"");
         assert!(matches!(&err, PveError::NodeUnreachable { node: Some(n), .. } if n == "pve1"), "{err}");
         assert!(err.to_string().contains("pve1"), "{err}");
@@ -657,6 +675,34 @@ mod tests {
         let PveError::Api { message, field_errors, .. } = &err else { panic!("{err}") };
         assert_eq!(message, "Parameter verification failed.");
         assert_eq!(field_errors.get("ipconfig0").map(String::as_str), Some("bad"));
+    }
+
+    #[test]
+    fn vm_refusals_are_typed_and_name_the_vm() {
+        let client = PveClient::new(settings()).unwrap();
+        let refused = |method: &Method, path: &str, message: &str| {
+            client.answer_error(method, path, 500, Some(message.to_string()), br#"{"data":null}"#)
+        };
+        let start = "/nodes/pve1/qemu/101/status/start";
+        let config = "/nodes/pve2/qemu/102/config";
+        let err = refused(&Method::POST, start, "VM is locked (backup)");
+        assert!(matches!(&err, PveError::Locked { lock, vmid: 101, .. } if lock == "backup"), "{err}");
+        assert_eq!((err.kind(), err.vm()), ("locked", Some(("pve1".to_string(), 101))));
+        let err = refused(&Method::PUT, config, "can't lock file '/var/lock/qemu-server/lock-102.conf' - got timeout");
+        assert_eq!(err.kind(), "lock_timeout", "{err}");
+        assert!(err.to_string().contains("VM 102 on node `pve2`"), "{err}");
+        let err = refused(&Method::PUT, config, "checksum mismatch (file change by other user?)");
+        assert_eq!(err.kind(), "digest_mismatch", "{err}");
+        let err =
+            refused(&Method::PUT, config, "detected modified configuration - file changed by other user? Try again.");
+        assert_eq!(err.kind(), "digest_mismatch", "{err}");
+        assert!(err.to_string().contains(config), "{err}");
+        assert_eq!(refused(&Method::POST, start, "VM 101 not running").kind(), "not_running");
+        assert_eq!(refused(&Method::POST, start, "VM 101 already running").kind(), "already_running");
+        // Not about a VM, or not a known refusal: a plain API error, still naming the path.
+        assert_eq!(refused(&Method::PUT, "/cluster/options", "VM is locked (backup)").kind(), "api");
+        let err = refused(&Method::POST, start, "QEMU exited with code 1");
+        assert_eq!((err.kind(), err.vm()), ("api", Some(("pve1".to_string(), 101))));
     }
 
     #[test]
