@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod discover;
 mod docs;
+mod power;
 mod pve_client;
 mod repl;
 mod scripts;
