@@ -7,6 +7,7 @@ mod lab;
 mod check_version;
 mod cli;
 mod config;
+mod configure_ips;
 mod discover;
 mod docs;
 mod power;
