@@ -371,46 +371,40 @@ fn register_raw(m: &mut Module, host: &Arc<Host>) {
             );
         }
     }
-    let methods = [
+    let methods: [(&str, &'static str, &str); 3] = [
         (
             "post",
+            "POST",
             "`POST` to any API path (a change: printed, not sent, under `--dry-run`); returns `data` (often a task UPID).",
         ),
         (
             "put",
+            "PUT",
             "`PUT` to any API path (a change: printed, not sent, under `--dry-run`); returns `data`.\n\n```rhai\npve::put(`/nodes/${vm.node}/qemu/${vm.vmid}/config`, #{tags: \"k3s-server;prod\"});\n```",
         ),
-        ("delete", "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`."),
+        ("delete", "DELETE", "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`."),
     ];
-    for (method, doc) in methods {
+    for (name, method, doc) in methods {
         let h = host.clone();
-        register(m, method, &["path: &str", "params: Map", "Dynamic"], doc, move |path: &str, params: Map| {
+        register(m, name, &["path: &str", "params: Map", "Dynamic"], doc, move |path: &str, params: Map| {
             write(&h, method, path, &params)
         });
     }
 }
 
-fn write(host: &Host, method: &str, path: &str, params: &Map) -> RhaiResult<Dynamic> {
-    let form: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect();
+fn write(host: &Host, method: &'static str, path: &str, params: &Map) -> RhaiResult<Dynamic> {
+    let request = WriteRequest {
+        method,
+        path: path.to_string(),
+        params: params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect(),
+    };
     if host.options.dry_run {
-        let shown: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", mask(k, v))).collect();
-        host.log(Level::Info, &format!("dry-run: would {} {path} {}", method.to_uppercase(), shown.join(" ")));
+        // The request's Display masks secret parameters.
+        host.log(Level::Info, &format!("dry-run: would {request}"));
         return Ok(Dynamic::UNIT);
     }
-    let client = host.pve().map_err(pve_error(Some(path)))?;
-    let data = match method {
-        "post" => client.post(path, &form),
-        "put" => client.put(path, &form),
-        _ => client.delete(path, &form),
-    }
-    .map_err(pve_error(Some(path)))?;
+    let data = host.pve().and_then(|c| c.send_write(&request)).map_err(pve_error(Some(path)))?;
     json_to_dynamic(data)
-}
-
-/// Parameters whose values are secrets are never printed, not even in a dry run.
-fn mask<'a>(key: &str, value: &'a str) -> &'a str {
-    const SECRET_KEYS: &[&str] = &["password", "cipassword", "token", "secret", "sshkeys_private"];
-    if SECRET_KEYS.iter().any(|s| key.to_ascii_lowercase().contains(s)) { "***" } else { value }
 }
 
 /// Form values: booleans as PVE's 0/1, everything else as text.
