@@ -163,7 +163,7 @@ pub struct DiscoverFlags {
 #[derive(Debug, Args, Serialize)]
 pub struct PowerFlags {
     /// How many VMs are handled at once
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub parallel: u32,
     /// Seconds to wait for each VM
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -185,6 +185,6 @@ pub struct ConfigureIpsFlags {
     #[arg(long)]
     pub restart: bool,
     /// How many VMs are handled at once
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub parallel: u32,
 }
