@@ -131,6 +131,7 @@ fn locked_vm_is_refused_with_its_lock_named_and_nothing_retried() {
     assert_eq!(err.kind(), "locked");
     assert_eq!(err.vm(), Some(("pve2".to_string(), 105)));
     assert!(err.to_string().contains("VM 105 on node `pve2` is locked (backup)"), "{err}");
+    assert_eq!(err.reason(), "VM locked (backup)");
     assert_eq!(client.stop("pve2", 105).unwrap_err().kind(), "locked");
     assert_eq!(client.reboot("pve2", 105, None).unwrap_err().kind(), "locked");
     let err = client.set_config("pve2", 105, &set(&[("description", Some("x"))]), None).unwrap_err();
@@ -171,6 +172,7 @@ fn power_action_on_an_offline_node_is_unreachable_and_sent_once() {
     let err = client.shutdown("pve3", 301, Some(60), false).unwrap_err();
     assert_eq!(err.kind(), "unreachable", "{err}");
     assert_eq!(err.vm(), Some(("pve3".to_string(), 301)));
+    assert_eq!(err.reason(), "node pve3 unreachable");
     assert!(err.to_string().contains("pve3"), "{err}");
     assert_eq!(api_calls(&pve), ["POST /nodes/pve3/qemu/301/status/shutdown"], "a write is not retried");
 }
@@ -264,7 +266,7 @@ fn wait_task_times_out_distinctly_and_can_be_cancelled() {
     let err = client.wait_task(&upid, Duration::from_secs(1), &never, &mut |_| looks += 1).unwrap_err();
     let waited = started.elapsed();
     assert!(matches!(&err, PveError::TaskTimeout { vmid: Some(101), after, .. } if *after == Duration::from_secs(1)));
-    assert_eq!(err.kind(), "timeout");
+    assert_eq!((err.kind(), err.reason().as_str()), ("timeout", "timeout: task still running after 1s"));
     assert!(err.to_string().contains("qmshutdown task of VM 101") && err.to_string().contains(upid.as_str()), "{err}");
     assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(2500), "{waited:?}");
     assert!((3..=8).contains(&looks), "{looks} looks in one second");
