@@ -18,7 +18,7 @@ SCENARIO.json (every key optional except dir and host):
      "cts": [{"vmid": 200, "name": "ct", "node": "pve1", "status": "running", "tags": "k3s-server"}],
      "faults": [{"method": "GET", "path": "/cluster/resources", "status": 503, "message": "busy", "times": 1}],
      "flaky": {"drop_rate": 0.5, "hang_rate": 0, "hang_secs": 120, "seed": 1},
-     "lock_wait": 10, "shutdown_default_timeout": 60}
+     "lock_wait": 10, "shutdown_default_timeout": 60, "reboot_restart_secs": 1}
 
 cert_names: the names and addresses the server certificate is issued for (default: localhost and host).
 
@@ -37,6 +37,8 @@ Unlike plain fakepve, GET .../config shows pending values applied (as PVE does u
 PUT .../cloudinit regenerates a modelled cloud-init drive (as do start and reboot): GET .../cloudinit shows
 what the drive holds and what is pending, and the `vm` command returns `cloudinit` and `cloudinit_regenerated`.
 
+A reboot works as on PVE: its qmreboot task ends once the guest is down, and a separate qmstart task brings
+the VM back reboot_restart_secs (default 1) PVE seconds later: wait for `running`, not for the reboot task.
 lock_wait: PVE seconds a write waits for a held config lock; shutdown_default_timeout: the shutdown task's
 timeout when the request gives none (PVE seconds).
 Latency and task durations are PVE seconds, scaled by time_scale (real seconds per PVE second);
@@ -56,6 +58,7 @@ import ipaddress
 import json
 import os
 import sys
+import time
 
 from fakepve import FakePve
 from fakepve.model import PveError, TaskError
@@ -151,13 +154,39 @@ class LabPve(FakePve):
     async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
         extra = list((getattr(vm, 'task_log', None) or {}).get(ttype, [])) if vm is not None else []
         run = body
-        if vm is not None and ttype in ('qmstart', 'qmreboot'):
+        if vm is not None and ttype == 'qmstart':
             async def run():
                 note = await body()
                 if vm.status == 'running':
                     regenerate_cloudinit(vm)  # PVE rebuilds the drive when the VM starts
                 return note
         return await super().task(node, ttype, tid, user, run, vm=vm, lock=lock, log=list(log) + extra)
+
+    async def _do_reboot(self, vm, user, p):
+        """As on PVE: the qmreboot task ends once the guest is down; qmeventd then starts the VM again with a
+        separate qmstart task (reboot_restart_secs later), which applies pending changes."""
+        self._need_running(vm)
+        self._check_lock(vm)
+
+        async def body():
+            await self._powerdown(vm, p)
+
+            async def start():
+                await self.ceph_io(vm)
+                await self.pause(vm.start_secs)
+                vm.apply_pending()
+                vm.status = vm.qmpstatus = 'running'
+                vm.started_at = time.time()
+
+            async def back_up():
+                await self.pause(self.reboot_restart_secs)
+                # The reboot task still holds the config lock when time does not run; the restart does not wait.
+                await self.task(vm.node, 'qmstart', vm.vmid, 'root@pam', start, vm=vm, lock=bool(self.time_scale))
+            if self.time_scale:
+                asyncio.ensure_future(back_up())
+            else:
+                await back_up()
+        return await self.task(vm.node, 'qmreboot', vm.vmid, user, body, vm=vm)
 
     async def _config_get(self, request):
         vm = self._vm(request, 'VM.Audit')
@@ -221,6 +250,7 @@ def build(scenario):
     pve.apitokens.update(scenario.get('tokens', {}))
     if 'ticket_ttl' in scenario:
         pve.ticket_ttl = scenario['ticket_ttl']
+    pve.reboot_restart_secs = float(scenario.get('reboot_restart_secs', 1))
     for key in ('lock_wait', 'shutdown_default_timeout'):
         if key in scenario:
             setattr(pve, key, scenario[key])

@@ -63,8 +63,11 @@ fn start_reboot_shutdown_stop_round_trip_with_wait_task() {
     let upid = client.reboot("pve1", 101, Some(30)).unwrap();
     assert_eq!(upid.task_type(), "qmreboot");
     assert!(wait(&client, &upid).ok);
-    let up = client.wait_status("pve1", 101, "running", Duration::from_secs(10), &never, &mut |_| {}).unwrap();
+    // As on PVE, the reboot task ends with the guest down; a separate start brings it back.
+    let mut looks = 0;
+    let up = client.wait_status("pve1", 101, "running", Duration::from_secs(10), &never, &mut |_| looks += 1).unwrap();
     assert_eq!(up.status, "running");
+    assert!(looks >= 1);
 
     let upid = client.shutdown("pve1", 101, Some(30), false).unwrap();
     assert!(wait(&client, &upid).ok);
@@ -76,6 +79,8 @@ fn start_reboot_shutdown_stop_round_trip_with_wait_task() {
     assert!(wait(&client, &upid).ok);
     assert_eq!(status(&client, "pve1", 101), "stopped");
 
+    let tasks: Vec<String> = pve.tasks().iter().map(|t| t["type"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(tasks, ["qmstart", "qmreboot", "qmstart", "qmshutdown", "qmstart", "qmstop"]);
     let writes: Vec<(String, String)> =
         pve.requests().into_iter().filter(|r| r.method == "POST").map(|r| (r.api_path().to_string(), r.body)).collect();
     let base = "/nodes/pve1/qemu/101/status";
@@ -268,8 +273,8 @@ fn wait_task_times_out_distinctly_and_can_be_cancelled() {
     assert!(matches!(&err, PveError::TaskTimeout { vmid: Some(101), after, .. } if *after == Duration::from_secs(1)));
     assert_eq!((err.kind(), err.reason().as_str()), ("timeout", "timeout: task still running after 1s"));
     assert!(err.to_string().contains("qmshutdown task of VM 101") && err.to_string().contains(upid.as_str()), "{err}");
-    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(2500), "{waited:?}");
-    assert!((3..=8).contains(&looks), "{looks} looks in one second");
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!((2..=8).contains(&looks), "{looks} looks in one second");
 
     let cancelled = Arc::new(AtomicBool::new(false));
     let flag = cancelled.clone();
@@ -282,7 +287,7 @@ fn wait_task_times_out_distinctly_and_can_be_cancelled() {
         .wait_task(&upid, Duration::from_secs(30), &|| cancelled.load(Ordering::Relaxed), &mut |_| {})
         .unwrap_err();
     assert_eq!(err.kind(), "cancelled", "{err}");
-    assert!(started.elapsed() < Duration::from_millis(800), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
 
     // The task went on meanwhile; waiting again sees it through.
     assert!(wait(&client, &upid).ok);
