@@ -216,6 +216,11 @@ impl PveError {
         match self {
             PveError::Api { status, .. } | PveError::NodeUnreachable { status, .. } => Some(*status),
             PveError::Auth { .. } => Some(401),
+            // PVE answers these refusals with a 500 and the message they are recognised by.
+            PveError::Locked { .. }
+            | PveError::LockTimeout { .. }
+            | PveError::DigestMismatch { .. }
+            | PveError::RunState { .. } => Some(500),
             _ => None,
         }
     }
