@@ -59,7 +59,7 @@ pub enum PveError {
     Decode { host: String, path: String, reason: String },
 
     /// A client setting is unusable (bad fingerprint, unreadable CA file, missing credentials).
-    #[error("invalid Proxmox setting for {host}: {message}")]
+    #[error("{message}")]
     Config { host: String, message: String },
 
     /// The VM carries a lock (`backup`, `snapshot`, `clone`, `migrate`, ...) and refused the request

@@ -1,0 +1,579 @@
+//! The session pool: connect, check the host key, log in, run commands.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ssh2::{ErrorCode, MethodType, Session};
+
+use super::known_hosts::{self, PublicKey};
+use super::{Output, SshError, SshSettings, Target, mask, shell_quote};
+
+/// libssh2's code for "timed out" (`LIBSSH2_ERROR_TIMEOUT`).
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+/// Host key algorithms in the order OpenSSH prefers them; the types known_hosts
+/// holds for a host go first (see `known_hosts::known_key_types`).
+const HOST_KEY_PREFS: &str =
+    "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+
+/// How many stderr lines an error shows.
+const STDERR_TAIL_LINES: usize = 10;
+
+type Slot = Arc<Mutex<Option<Session>>>;
+
+/// Authenticated SSH sessions, one per host, opened on first use and reused for
+/// the whole run. `Send + Sync`: threads may use it at once; calls for the same
+/// host are serialized, calls for different hosts run in parallel.
+pub struct SshPool {
+    settings: SshSettings,
+    slots: Mutex<HashMap<String, Slot>>,
+    pinned: Mutex<HashMap<String, PublicKey>>,
+    secrets: Mutex<Vec<String>>,
+}
+
+/// A command's output as bytes.
+pub(crate) struct RawOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl RawOutput {
+    fn into_output(self) -> Output {
+        Output {
+            code: self.code,
+            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+        }
+    }
+}
+
+/// Why an operation on a session failed; `stale` means nothing ran yet and a
+/// fresh session may succeed (the cached one died, e.g. the host rebooted).
+pub(crate) struct Fail {
+    stale: bool,
+    error: Box<SshError>,
+}
+
+impl Fail {
+    pub(crate) fn stale(error: SshError) -> Fail {
+        Fail { stale: true, error: Box::new(error) }
+    }
+
+    pub(crate) fn fatal(error: SshError) -> Fail {
+        Fail { stale: false, error: Box::new(error) }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn millis(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u32::MAX as u128) as u32
+}
+
+/// Turns a libssh2 error into a timeout or a session error.
+pub(crate) fn ssh_fail(host: &str, what: &str, e: &ssh2::Error, after: Duration) -> SshError {
+    if e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
+        SshError::Timeout { host: host.to_string(), what: what.to_string(), after }
+    } else {
+        SshError::Session { host: host.to_string(), reason: format!("{what}: {}", e.message()) }
+    }
+}
+
+impl SshPool {
+    pub fn new(settings: SshSettings) -> SshPool {
+        SshPool {
+            settings,
+            slots: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    /// Trusts exactly this key for `host` (an OpenSSH public key line such as the
+    /// VM's `/etc/ssh/ssh_host_ed25519_key.pub`), ignoring known_hosts for it.
+    /// An open session to the host is closed so the next call checks the new pin.
+    pub fn pin_host_key(&self, host: &str, openssh_pub_line: &str) -> Result<(), SshError> {
+        let target = self.target(host)?;
+        let key = PublicKey::parse_openssh(openssh_pub_line)
+            .map_err(|reason| SshError::InvalidKey { host: target.display(), reason })?;
+        lock(&self.pinned).insert(target.display(), key);
+        self.disconnect(host);
+        Ok(())
+    }
+
+    /// Registers a secret: it is shown as `***` in every command and stderr an error shows.
+    pub fn add_secret(&self, secret: &str) {
+        if !secret.is_empty() {
+            lock(&self.secrets).push(secret.to_string());
+        }
+    }
+
+    /// Closes the session to `host`, if one is open.
+    pub fn disconnect(&self, host: &str) {
+        if let Ok(t) = self.target(host) {
+            lock(&self.slots).remove(&t.display());
+        }
+    }
+
+    /// Runs `cmd` on `host` (through the login user's shell); with `sudo` (and a
+    /// non-root user, and sudo enabled in the settings) through `sudo -n sh -c`.
+    /// A non-zero exit is an error carrying host, command (secrets masked), exit
+    /// code and the stderr tail.
+    pub fn run(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
+        self.checked(host, cmd, sudo, None)
+    }
+
+    /// [`SshPool::run`] with `input` on the command's stdin: the way to hand a
+    /// secret to a command without putting it on a command line (`ps` shows those).
+    pub fn run_with_input(&self, host: &str, cmd: &str, input: &[u8], sudo: bool) -> Result<Output, SshError> {
+        self.checked(host, cmd, sudo, Some(input))
+    }
+
+    fn checked(&self, host: &str, cmd: &str, sudo: bool, input: Option<&[u8]>) -> Result<Output, SshError> {
+        let out = self.exec(host, cmd, sudo, input)?.into_output();
+        if out.code != 0 {
+            return Err(SshError::Command {
+                host: self.target(host)?.display(),
+                command: self.shown_command(cmd, sudo),
+                code: out.code,
+                stderr_tail: self.mask(&tail(&out.stderr, STDERR_TAIL_LINES)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Like [`SshPool::run`], but a non-zero exit is returned, not an error.
+    /// (A sudo that wants a password is still an error.)
+    pub fn run_unchecked(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
+        Ok(self.exec(host, cmd, sudo, None)?.into_output())
+    }
+
+    /// The host's own name (`uname -n`).
+    pub fn hostname(&self, host: &str) -> Result<String, SshError> {
+        Ok(self.run(host, "uname -n", false)?.stdout.trim().to_string())
+    }
+
+    /// Waits until `host` accepts an authenticated session and runs `true`,
+    /// retrying with a growing pause (up to 5 s); progress goes to tracing.
+    /// Host key problems fail at once: waiting does not fix them.
+    pub fn wait(&self, host: &str, timeout: Duration) -> Result<(), SshError> {
+        self.wait_with(host, timeout, |attempt, err| {
+            tracing::info!(host, attempt, "waiting for ssh: {}", err.kind());
+        })
+    }
+
+    /// [`SshPool::wait`] with a callback told about each failed attempt.
+    pub fn wait_with(
+        &self,
+        host: &str,
+        timeout: Duration,
+        mut progress: impl FnMut(u32, &SshError),
+    ) -> Result<(), SshError> {
+        let target = self.target(host)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Each attempt's login may take only what is left of the wait.
+            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+            let limit = self.settings.connect_timeout.min(left);
+            let answered = self.ensure_session(&target, limit).and_then(|()| self.run_unchecked(host, "true", false));
+            let err = match answered {
+                Ok(_) => return Ok(()),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            progress(attempt, &err);
+            if start.elapsed() + pause >= timeout {
+                return Err(SshError::Timeout {
+                    host: target.display(),
+                    what: format!("waiting for an ssh login (last error: {err})"),
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Opens the host's session unless one is open, within `limit`.
+    fn ensure_session(&self, target: &Target, limit: Duration) -> Result<(), SshError> {
+        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
+        let mut guard = lock(&slot);
+        if guard.is_none() {
+            *guard = Some(self.connect(target, limit)?);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn target(&self, host: &str) -> Result<Target, SshError> {
+        Target::parse(host, self.settings.port)
+    }
+
+    /// True when commands that need root must go through `sudo -n`.
+    pub(crate) fn uses_sudo(&self) -> bool {
+        self.settings.sudo && self.settings.user != "root"
+    }
+
+    pub(crate) fn mask(&self, text: &str) -> String {
+        mask(text, &lock(&self.secrets))
+    }
+
+    fn shown_command(&self, cmd: &str, sudo: bool) -> String {
+        let cmd = self.mask(cmd);
+        if sudo && self.uses_sudo() { format!("sudo -n {cmd}") } else { cmd }
+    }
+
+    /// Runs a command, returning its raw output whatever the exit code.
+    pub(crate) fn exec(&self, host: &str, cmd: &str, sudo: bool, stdin: Option<&[u8]>) -> Result<RawOutput, SshError> {
+        let target = self.target(host)?;
+        let wrapped =
+            if sudo && self.uses_sudo() { format!("sudo -n sh -c {}", shell_quote(cmd)) } else { cmd.to_string() };
+        let timeout = self.settings.command_timeout;
+        let shown = target.display();
+        tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
+        let shown_cmd = self.shown_command(cmd, sudo);
+        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout };
+        let out = self.with_session(&target, |sess| run.exec_in(sess))?;
+        if sudo && self.uses_sudo() && out.code == 1 {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("a password is required")
+                || err.contains("a terminal is required")
+                || err.contains("no tty present")
+            {
+                return Err(SshError::SudoPassword {
+                    host: shown,
+                    user: self.settings.user.clone(),
+                    command: self.shown_command(cmd, sudo),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with the host's session, connecting first if needed. A cached
+    /// session that turns out dead before anything ran is replaced once; a
+    /// session left in an unknown state (timeout, protocol error) is dropped.
+    pub(crate) fn with_session<T>(
+        &self,
+        target: &Target,
+        mut f: impl FnMut(&Session) -> Result<T, Fail>,
+    ) -> Result<T, SshError> {
+        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
+        let mut guard = lock(&slot);
+        let mut fresh = false;
+        loop {
+            if guard.is_none() {
+                *guard = Some(self.connect(target, self.settings.connect_timeout)?);
+                fresh = true;
+            }
+            let Some(sess) = guard.as_ref() else { unreachable!("connected above") };
+            match f(sess) {
+                Ok(v) => return Ok(v),
+                Err(Fail { stale: true, error }) if !fresh => {
+                    tracing::debug!(host = %target.display(), "session lost ({error}), reconnecting");
+                    *guard = None;
+                }
+                Err(Fail { error, .. }) => {
+                    if matches!(*error, SshError::Timeout { .. } | SshError::Session { .. }) {
+                        *guard = None;
+                    }
+                    return Err(*error);
+                }
+            }
+        }
+    }
+
+    /// Opens a session: TCP, handshake, host key check, login.
+    fn connect(&self, target: &Target, timeout: Duration) -> Result<Session, SshError> {
+        let host = target.display();
+        let connect_err = |reason: String| SshError::Connect { host: host.clone(), reason };
+        let addrs: Vec<_> = (target.addr.as_str(), target.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_err(format!("cannot resolve the address: {e}")))?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for addr in &addrs {
+            match TcpStream::connect_timeout(addr, timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = match (tcp, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(SshError::Timeout { host, what: "connecting".into(), after: timeout });
+            }
+            (None, Some(e)) => return Err(connect_err(e.to_string())),
+            (None, None) => return Err(connect_err("the name has no address".into())),
+        };
+        let _ = tcp.set_nodelay(true);
+
+        let mut sess = Session::new().map_err(|e| connect_err(e.to_string()))?;
+        sess.set_timeout(millis(timeout));
+        let pinned = lock(&self.pinned).get(&host).cloned();
+        let prefs = match &pinned {
+            Some(k) => host_key_prefs(std::slice::from_ref(&k.key_type), false),
+            None => host_key_prefs(&known_hosts::known_key_types(&self.settings.known_hosts, target), true),
+        };
+        sess.method_pref(MethodType::HostKey, &prefs)
+            .map_err(|e| ssh_fail(&host, "choosing host key types", &e, timeout))?;
+        sess.set_tcp_stream(tcp);
+        sess.handshake().map_err(|e| ssh_fail(&host, "ssh handshake", &e, timeout))?;
+        known_hosts::verify(&sess, target, &self.settings, pinned.as_ref())?;
+        self.authenticate(&sess, &host, timeout)?;
+        tracing::debug!(host = %host, user = %self.settings.user, "ssh session open");
+        Ok(sess)
+    }
+
+    /// Logs in: every key of the agent, then each identity file.
+    fn authenticate(&self, sess: &Session, host: &str, timeout: Duration) -> Result<(), SshError> {
+        let user = &self.settings.user;
+        let mut tried = Vec::new();
+        match &self.settings.agent_socket {
+            None => tried.push("ssh-agent: none (SSH_AUTH_SOCK is not set)".to_string()),
+            Some(sock) => match try_agent(sess, user, sock) {
+                Ok(()) => return Ok(()),
+                Err(why) => tried.push(format!("ssh-agent at {}: {why}", sock.display())),
+            },
+        }
+        let passphrase = self.settings.passphrase.as_ref().map(|p| p.expose());
+        for path in &self.settings.identity_files {
+            if !path.exists() {
+                tried.push(format!("{}: no such file", path.display()));
+                continue;
+            }
+            match sess.userauth_pubkey_file(user, None, path, passphrase) {
+                Ok(()) if sess.authenticated() => return Ok(()),
+                Ok(()) => tried.push(format!("{}: not accepted", path.display())),
+                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
+                    return Err(ssh_fail(host, "logging in", &e, timeout));
+                }
+                Err(e) => tried.push(format!("{}: {}", path.display(), e.message())),
+            }
+        }
+        if self.settings.identity_files.is_empty() {
+            tried.push("identity files: none configured".to_string());
+        }
+        Err(SshError::Auth { host: host.to_string(), user: user.clone(), tried })
+    }
+}
+
+/// The host key algorithms to offer: `first` (key types), then, with `others`,
+/// the rest of OpenSSH's order. `ssh-rsa` keys sign with the SHA-2 algorithms.
+fn host_key_prefs(first: &[String], others: bool) -> String {
+    let mut prefs: Vec<&str> = Vec::new();
+    for t in first {
+        match t.as_str() {
+            "ssh-rsa" => prefs.extend(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]),
+            t => prefs.push(t),
+        }
+    }
+    if others || prefs.is_empty() {
+        prefs.extend(HOST_KEY_PREFS.split(','));
+    }
+    let mut seen = std::collections::HashSet::new();
+    prefs.retain(|p| seen.insert(*p));
+    prefs.join(",")
+}
+
+fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), String> {
+    let mut agent = sess.agent().map_err(|e| e.message().to_string())?;
+    agent.set_identity_path(sock).map_err(|e| e.message().to_string())?;
+    agent.connect().map_err(|e| format!("cannot connect: {}", e.message()))?;
+    let result = (|| {
+        agent.list_identities().map_err(|e| format!("cannot list keys: {}", e.message()))?;
+        let ids = agent.identities().map_err(|e| e.message().to_string())?;
+        if ids.is_empty() {
+            return Err("holds no keys".to_string());
+        }
+        for id in &ids {
+            if agent.userauth(user, id).is_ok() && sess.authenticated() {
+                return Ok(());
+            }
+        }
+        Err(format!("none of its {} key(s) was accepted", ids.len()))
+    })();
+    let _ = agent.disconnect();
+    result
+}
+
+/// One command to run: the line sent to the host and the line shown in errors.
+struct RemoteCommand<'a> {
+    host: &'a str,
+    line: &'a str,
+    shown: &'a str,
+    stdin: Option<&'a [u8]>,
+    timeout: Duration,
+}
+
+impl RemoteCommand<'_> {
+    /// Runs the command on an open session, with a deadline for the whole command.
+    fn exec_in(&self, sess: &Session) -> Result<RawOutput, Fail> {
+        let RemoteCommand { host, line: cmd, shown, stdin, timeout } = *self;
+        let deadline = Instant::now() + timeout;
+        let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
+        sess.set_blocking(true);
+        sess.set_timeout(millis(timeout));
+        let mut ch =
+            sess.channel_session().map_err(|e| Fail::stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
+        ch.exec(cmd).map_err(|e| Fail::stale(ssh_fail(host, "starting the command", &e, timeout)))?;
+        if let Some(input) = stdin {
+            std::io::Write::write_all(&mut ch, input).map_err(|e| {
+                Fail::fatal(SshError::Session { host: host.into(), reason: format!("sending input: {e}") })
+            })?;
+        }
+        ch.send_eof().map_err(|e| fatal("closing input", &e))?;
+
+        // Poll both streams without blocking, so neither can fill its window while
+        // we wait on the other, and so the deadline holds however quiet the command is.
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        sess.set_blocking(false);
+        let polled = (|| {
+            let mut idle = Duration::from_millis(1);
+            loop {
+                let mut progressed = false;
+                for (stream_id, sink) in [(0, &mut stdout), (1, &mut stderr)] {
+                    match ch.stream(stream_id).read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            sink.extend_from_slice(&buf[..n]);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            return Err(SshError::Session {
+                                host: host.into(),
+                                reason: format!("reading output: {e}"),
+                            });
+                        }
+                    }
+                }
+                if ch.eof() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(SshError::Timeout {
+                        host: host.into(),
+                        what: format!("running `{shown}`"),
+                        after: timeout,
+                    });
+                }
+                if progressed {
+                    idle = Duration::from_millis(1);
+                } else {
+                    std::thread::sleep(idle);
+                    idle = (idle * 2).min(Duration::from_millis(20));
+                }
+            }
+        })();
+        sess.set_blocking(true);
+        polled.map_err(Fail::fatal)?;
+
+        let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        sess.set_timeout(millis(rest));
+        let io_fail = |e: std::io::Error| {
+            Fail::fatal(SshError::Session { host: host.into(), reason: format!("reading output: {e}") })
+        };
+        ch.read_to_end(&mut stdout).map_err(io_fail)?;
+        ch.stderr().read_to_end(&mut stderr).map_err(io_fail)?;
+        ch.wait_close().map_err(|e| fatal("closing the channel", &e))?;
+        let mut code = ch.exit_status().map_err(|e| fatal("reading the exit status", &e))?;
+        if let Ok(sig) = ch.exit_signal()
+            && let Some(name) = sig.exit_signal
+        {
+            stderr.extend_from_slice(format!("\n(killed by signal {name})").as_bytes());
+            code = if code == 0 { -1 } else { code };
+        }
+        Ok(RawOutput { code, stdout, stderr })
+    }
+}
+
+/// The last `n` lines of a command's stderr.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn pool_is_send_and_sync() {
+        assert_send_sync::<SshPool>();
+    }
+
+    #[test]
+    fn known_key_types_are_offered_first() {
+        let prefs = host_key_prefs(&["ssh-rsa".into(), "ssh-ed25519".into()], true);
+        assert!(prefs.starts_with("rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519,ecdsa-sha2-nistp256"));
+        assert_eq!(prefs.matches("ssh-ed25519").count(), 1);
+        assert_eq!(host_key_prefs(&["ssh-ed25519".into()], false), "ssh-ed25519");
+        assert_eq!(host_key_prefs(&[], true), HOST_KEY_PREFS);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn pinning_rejects_a_malformed_key_and_names_the_host() {
+        let pool = SshPool::new(SshSettings::default());
+        let e = pool.pin_host_key("10.0.0.5:2222", "ssh-ed25519 nope").unwrap_err();
+        assert_eq!(e.kind(), "invalid_key");
+        assert_eq!(e.host(), Some("10.0.0.5:2222"));
+    }
+
+    #[test]
+    fn a_server_that_never_speaks_ssh_times_out_and_wait_keeps_its_own_limit() {
+        // Accepts TCP connections (the kernel does, into the backlog) but never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+        let settings = SshSettings { connect_timeout: Duration::from_millis(500), ..SshSettings::default() };
+        let e = SshPool::new(settings).run(&host, "true", false).unwrap_err();
+        assert_eq!(e.kind(), "timeout", "{e}");
+
+        let settings = SshSettings { connect_timeout: Duration::from_secs(30), ..SshSettings::default() };
+        let start = Instant::now();
+        let mut attempts = 0;
+        let e = SshPool::new(settings).wait_with(&host, Duration::from_secs(1), |_, _| attempts += 1).unwrap_err();
+        assert_eq!(e.kind(), "timeout", "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(attempts >= 1 && e.to_string().contains(&host), "{e}");
+    }
+
+    #[test]
+    fn connection_refused_is_a_connect_error_naming_the_host() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let pool = SshPool::new(SshSettings { connect_timeout: Duration::from_secs(2), ..SshSettings::default() });
+        let host = format!("127.0.0.1:{port}");
+        let e = pool.run(&host, "true", false).unwrap_err();
+        assert_eq!(e.kind(), "connect", "{e}");
+        assert_eq!(e.host(), Some(host.as_str()));
+    }
+}
