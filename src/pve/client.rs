@@ -687,7 +687,7 @@ mod tests {
         let config = "/nodes/pve2/qemu/102/config";
         let err = refused(&Method::POST, start, "VM is locked (backup)");
         assert!(matches!(&err, PveError::Locked { lock, vmid: 101, .. } if lock == "backup"), "{err}");
-        assert_eq!((err.kind(), err.vm()), ("locked", Some(("pve1".to_string(), 101))));
+        assert_eq!((err.kind(), err.vm(), err.status()), ("locked", Some(("pve1".to_string(), 101)), Some(500)));
         let err = refused(&Method::PUT, config, "can't lock file '/var/lock/qemu-server/lock-102.conf' - got timeout");
         assert_eq!(err.kind(), "lock_timeout", "{err}");
         assert!(err.to_string().contains("VM 102 on node `pve2`"), "{err}");

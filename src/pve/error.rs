@@ -154,6 +154,35 @@ impl PveError {
         }
     }
 
+    /// A short, one-line reason for a summary table, without the VM, host and path that
+    /// `to_string()` names: `VM locked (backup)`, `node pve3 unreachable`, `task failed: ...`.
+    pub fn reason(&self) -> String {
+        let secs = |d: &Duration| format!("{}s", d.as_secs_f64().round());
+        match self {
+            PveError::Locked { lock, .. } => format!("VM locked ({lock})"),
+            PveError::LockTimeout { .. } => "config lock held by another task".to_string(),
+            PveError::DigestMismatch { .. } => "config changed since it was read (digest mismatch)".to_string(),
+            PveError::RunState { running: true, .. } => "already running".to_string(),
+            PveError::RunState { running: false, .. } => "not running".to_string(),
+            PveError::TaskFailed { exitstatus, .. } => match Refusal::of(exitstatus) {
+                Some(Refusal::Locked(lock)) => format!("VM locked ({lock})"),
+                Some(Refusal::LockTimeout) => "config lock held by another task".to_string(),
+                _ => format!("task failed: {}", exitstatus.trim()),
+            },
+            PveError::TaskTimeout { after, .. } => format!("timeout: task still running after {}", secs(after)),
+            PveError::StatusTimeout { wanted, last, after, .. } => {
+                format!("timeout: not {wanted} after {} (still {last})", secs(after))
+            }
+            PveError::NodeUnreachable { node, .. } => format!("node {} unreachable", node.as_deref().unwrap_or("?")),
+            PveError::AgentNotRunning { .. } => "guest agent not running".to_string(),
+            PveError::Api { status, message, .. } => format!("{status} {message}"),
+            PveError::Timeout { after, .. } => format!("no answer from Proxmox within {}", secs(after)),
+            PveError::Connect { reason, .. } => format!("cannot reach Proxmox: {reason}"),
+            PveError::Cancelled { .. } => "cancelled".to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// The VM (node, vmid) the error is about, when it is about one: named by the variant, or by
     /// the API path (`/nodes/{node}/qemu/{vmid}/...`).
     pub fn vm(&self) -> Option<(String, u32)> {
@@ -187,6 +216,11 @@ impl PveError {
         match self {
             PveError::Api { status, .. } | PveError::NodeUnreachable { status, .. } => Some(*status),
             PveError::Auth { .. } => Some(401),
+            // PVE answers these refusals with a 500 and the message they are recognised by.
+            PveError::Locked { .. }
+            | PveError::LockTimeout { .. }
+            | PveError::DigestMismatch { .. }
+            | PveError::RunState { .. } => Some(500),
             _ => None,
         }
     }
@@ -356,6 +390,8 @@ mod tests {
         );
         assert_eq!(failed("VM 101 already running", &[]).kind(), "already_running");
         assert_eq!(failed("x", &[]).vm(), Some(("pve1".to_string(), 101)));
+        assert_eq!(failed("VM is locked (snapshot)", &[]).reason(), "VM locked (snapshot)");
+        assert_eq!(failed("QEMU exited with code 1", &["x"]).reason(), "task failed: QEMU exited with code 1");
     }
 
     #[test]

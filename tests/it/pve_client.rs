@@ -1,4 +1,5 @@
 //! The Proxmox client against a real fakepve process: auth, TLS trust, encoding, discovery, faults.
+//! Power actions, tasks and config writes are in `pve_client/power.rs`.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,8 @@ use k3sx::secret::Secret;
 use serde_json::{Value, json};
 
 use crate::lab::pve::{FakePve, PASSWORD, USER};
+
+mod power;
 
 const TOKEN_ID: &str = "root@pam!k3sx";
 const TOKEN_SECRET: &str = "0b7e1c2a-token-secret-9f4d";
@@ -489,7 +492,8 @@ fn pve_named_error_on_a_write_is_reported_with_its_message() {
     pve.fail_named("PUT", path, "checksum_mismatch_file_change_other", None);
     let client = PveClient::new(token_settings(&pve)).unwrap();
     let err = client.put(path, &[("description".into(), "x".into())]).unwrap_err();
-    assert!(matches!(err, PveError::Api { status: 500, .. }), "{err}");
+    assert!(matches!(err, PveError::DigestMismatch { vmid: 104, .. }), "{err}");
+    assert_eq!(err.kind(), "digest_mismatch");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(err.to_string().contains(path), "{err}");
 }

@@ -12,12 +12,35 @@ SCENARIO.json (every key optional except dir and host):
      "vms": [{"vmid": 101, "name": "k3s-1", "node": "pve1", "status": "running", "tags": "k3s-server;prod",
               "template": false, "lock": null, "config": {"ipconfig0": "ip=10.0.0.5/24"},
               "agent": {} | {"interfaces": [...]} | null, "agent_hangs": false,
-              "shutdown_secs": 0, "start_secs": 0, "stop_secs": 0, "start_error": null, "acpi": true}],
+              "shutdown_secs": 0, "start_secs": 0, "stop_secs": 0, "start_error": null, "acpi": true,
+              "config_lock": false, "task_log": {"qmstart": ["kvm: ..."]}, "backup_secs": null,
+              "config_race": {"set": {"description": "edited elsewhere"}, "times": 1}}],
      "cts": [{"vmid": 200, "name": "ct", "node": "pve1", "status": "running", "tags": "k3s-server"}],
      "faults": [{"method": "GET", "path": "/cluster/resources", "status": 503, "message": "busy", "times": 1}],
-     "flaky": {"drop_rate": 0.5, "hang_rate": 0, "hang_secs": 120, "seed": 1}}
+     "flaky": {"drop_rate": 0.5, "hang_rate": 0, "hang_secs": 120, "seed": 1},
+     "lock_wait": 10, "shutdown_default_timeout": 60, "reboot_restart_secs": 1}
 
 cert_names: the names and addresses the server certificate is issued for (default: localhost and host).
+
+Faults per VM (on top of fakepve's own "lock", "start_error", "shutdown_secs", ... and the offline "nodes"):
+  lock               the VM's lock (backup, snapshot, ...): start fails in its task, stop/shutdown/reboot and
+                     config writes answer 500 `VM is locked (backup)`
+  backup_secs        a vzdump task holds lock `backup` for that many PVE seconds from the start
+  config_lock        another task holds the VM's config lock: true (until `release_config_lock`) or PVE seconds;
+                     writes wait lock_wait PVE seconds, then 500 `can't lock file ... got timeout` (tasks: the same as
+                     their exit status). At time_scale 0 they fail at once.
+  task_log           {task type: [lines]}: lines every task of that type logs before its outcome (e.g. what QEMU
+                     printed before a start_error)
+  config_race        after the next `times` config reads, the config changes as if another user wrote `set`
+                     (a key with null is deleted): a write with the digest just read gets a digest mismatch
+Unlike plain fakepve, GET .../config shows pending values applied (as PVE does unless `current=1`), and
+PUT .../cloudinit regenerates a modelled cloud-init drive (as do start and reboot): GET .../cloudinit shows
+what the drive holds and what is pending, and the `vm` command returns `cloudinit` and `cloudinit_regenerated`.
+
+A reboot works as on PVE: its qmreboot task ends once the guest is down, and a separate qmstart task brings
+the VM back reboot_restart_secs (default 1) PVE seconds later: wait for `running`, not for the reboot task.
+lock_wait: PVE seconds a write waits for a held config lock; shutdown_default_timeout: the shutdown task's
+timeout when the request gives none (PVE seconds).
 Latency and task durations are PVE seconds, scaled by time_scale (real seconds per PVE second);
 at time_scale 0 they take no time at all, so a scenario with latency needs time_scale > 0.
 
@@ -35,16 +58,18 @@ import ipaddress
 import json
 import os
 import sys
+import time
 
 from fakepve import FakePve
-from fakepve.server import ok
+from fakepve.model import PveError, TaskError
+from fakepve.server import GENERIC, USER, ok, params
 
 # The protocol owns stdout; anything else printed goes to stderr.
 PROTOCOL = sys.stdout
 sys.stdout = sys.stderr
 
 VM_ATTRS = ('shutdown_secs', 'start_secs', 'stop_secs', 'start_error', 'acpi', 'ha_state', 'agent',
-            'agent_hangs', 'qmpstatus', 'stats', 'status')
+            'agent_hangs', 'qmpstatus', 'stats', 'status', 'task_log', 'config_race')
 
 
 def make_pki(directory, names):
@@ -95,31 +120,125 @@ def make_pki(directory, names):
     return paths, fingerprint
 
 
+CLOUDINIT_KEYS = ('ciuser', 'cipassword', 'citype', 'ciupgrade', 'cicustom', 'nameserver', 'searchdomain',
+                  'sshkeys') + tuple('ipconfig{0}'.format(n) for n in range(32))
+CLOUDINIT_PATH = '/nodes/{node}/qemu/{vmid}/cloudinit'
+
+
+def effective_config(vm):
+    """The config with pending changes applied: what GET .../config shows by default."""
+    cfg = dict(vm.config)
+    for key, val in vm.pending.items():
+        if val is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = val
+    return cfg
+
+
+def regenerate_cloudinit(vm):
+    """Write the cloud-init drive from the VM's config (pending values included)."""
+    cfg = effective_config(vm)
+    vm.cloudinit = dict((k, str(cfg[k])) for k in CLOUDINIT_KEYS if k in cfg)
+    vm.cloudinit_regenerated = getattr(vm, 'cloudinit_regenerated', 0) + 1
+
+
 class LabPve(FakePve):
-    """fakepve, with the query string kept in the request log (fakepve keeps method, path and body),
-    and GET .../config answering as real PVE does: pending changes applied unless current=1."""
+    """fakepve with the lab's extras: the query string in the request log, task log lines, config races,
+    pending values in config reads, and a modelled cloud-init drive."""
 
     def _record(self, request, body):
         super()._record(request, body)
         self.requests[-1] = self.requests[-1] + (request.query_string,)
 
-    async def _config_get(self, request):
-        answer = await super()._config_get(request)
-        if request.query.get('current') in ('1', 'true'):
-            return answer
-        vm = self._vm(request, 'VM.Audit')
-        if not vm.pending:
-            return answer
-        cfg = dict(vm.config)
-        for key, value in vm.pending.items():
-            if value is None:
-                cfg.pop(key, None)
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        extra = list((getattr(vm, 'task_log', None) or {}).get(ttype, [])) if vm is not None else []
+        run = body
+        if vm is not None and ttype == 'qmstart':
+            async def run():
+                note = await body()
+                if vm.status == 'running':
+                    regenerate_cloudinit(vm)  # PVE rebuilds the drive when the VM starts
+                return note
+        return await super().task(node, ttype, tid, user, run, vm=vm, lock=lock, log=list(log) + extra)
+
+    async def _do_reboot(self, vm, user, p):
+        """As on PVE: the qmreboot task ends once the guest is down; qmeventd then starts the VM again with a
+        separate qmstart task (reboot_restart_secs later), which applies pending changes."""
+        self._need_running(vm)
+        self._check_lock(vm)
+
+        async def body():
+            await self._powerdown(vm, p)
+
+            async def start():
+                await self.ceph_io(vm)
+                await self.pause(vm.start_secs)
+                vm.apply_pending()
+                vm.status = vm.qmpstatus = 'running'
+                vm.started_at = time.time()
+
+            async def back_up():
+                await self.pause(self.reboot_restart_secs)
+                # The reboot task still holds the config lock when time does not run; the restart does not wait.
+                await self.task(vm.node, 'qmstart', vm.vmid, 'root@pam', start, vm=vm, lock=bool(self.time_scale))
+            if self.time_scale:
+                asyncio.ensure_future(back_up())
             else:
-                cfg[key] = value
+                await back_up()
+        return await self.task(vm.node, 'qmreboot', vm.vmid, user, body, vm=vm)
+
+    async def _config_get(self, request):
+        vm = self._vm(request, 'VM.Audit')
+        p = await params(request)
+        cfg = dict(vm.config) if str(p.get('current', '0')) in ('1', 'true') else effective_config(vm)
         if 'memory' in cfg:
-            cfg['memory'] = str(cfg['memory'])
+            cfg['memory'] = str(cfg['memory'])  # PVE sends it as a string
         cfg['digest'] = vm.digest()
+        race = getattr(vm, 'config_race', None)
+        if race and race.get('times', 1) > 0:
+            race['times'] = race.get('times', 1) - 1
+            change_config(vm, race.get('set') or {'description': 'changed by another user'})
         return ok(cfg)
+
+    async def _generic(self, request):
+        match = request[GENERIC]
+        if match is not None and match.template == CLOUDINIT_PATH and request.method in ('GET', 'PUT'):
+            method = request.method
+
+            async def call(_match, values):
+                return await self._cloudinit(method, values)
+            return ok(await self.answer(request, match, await params(request), request[USER], call))
+        return await super()._generic(request)
+
+    async def _cloudinit(self, method, values):
+        """GET: what the drive holds and what is pending; PUT: regenerate the drive (PVE >= 8.1)."""
+        vm = self.find(values['node'], values['vmid'])
+        drive = getattr(vm, 'cloudinit', None) or {}
+        if method == 'GET':
+            cfg = effective_config(vm)
+            out = []
+            for key in sorted(set(drive) | set(k for k in CLOUDINIT_KEYS if k in cfg)):
+                item = {'key': key}
+                if key in drive:
+                    item['value'] = drive[key]
+                if key in cfg and str(cfg[key]) != drive.get(key):
+                    item['pending'] = str(cfg[key])
+                elif key not in cfg:
+                    item['delete'] = 1
+                out.append(item)
+            return out
+        self.need_quorum()
+        self._check_lock(vm)
+        try:
+            await self.acquire(vm, 'cloudinit')
+        except TaskError as e:
+            raise PveError(500, str(e)) from e
+        try:
+            regenerate_cloudinit(vm)
+        finally:
+            self.release(vm, 'cloudinit')
+        return None
 
 
 def build(scenario):
@@ -131,6 +250,12 @@ def build(scenario):
     pve.apitokens.update(scenario.get('tokens', {}))
     if 'ticket_ttl' in scenario:
         pve.ticket_ttl = scenario['ticket_ttl']
+    pve.reboot_restart_secs = float(scenario.get('reboot_restart_secs', 1))
+    for key in ('lock_wait', 'shutdown_default_timeout'):
+        if key in scenario:
+            setattr(pve, key, scenario[key])
+    # Faults that need the event loop: (what, vmid, secs), started once fakepve runs.
+    pve.startup = []
     if not scenario.get('quorate', True):
         pve.lose_quorum()
     latency, jitter = float(scenario.get('latency', 0)), float(scenario.get('jitter', 0))
@@ -162,6 +287,13 @@ def build(scenario):
         agent = spec.get('agent')
         spec = dict(spec, agent={} if agent is True else agent)
         set_vm_attrs(vm, spec)
+        regenerate_cloudinit(vm)  # the drive as the last start left it
+        vm.cloudinit_regenerated = 0
+        if spec.get('config_lock'):
+            secs = spec['config_lock']
+            pve.startup.append(('config_lock', vm.vmid, None if secs is True else float(secs)))
+        if spec.get('backup_secs') is not None:
+            pve.startup.append(('backup', vm.vmid, float(spec['backup_secs'])))
     for spec in scenario.get('cts', []):
         config = dict(spec.get('config', {}))
         if spec.get('tags') is not None:
@@ -196,7 +328,26 @@ def add_fault(pve, fault):
 
 def vm_state(vm):
     return {'vmid': vm.vmid, 'name': vm.name, 'node': vm.node, 'status': vm.status, 'lock': vm.lock,
-            'config': vm.config, 'pending': vm.pending, 'agent_requests': vm.agent_requests}
+            'config': vm.config, 'pending': vm.pending, 'agent_requests': vm.agent_requests,
+            'config_lock_holder': vm.lock_holder, 'cloudinit': getattr(vm, 'cloudinit', {}),
+            'cloudinit_regenerated': getattr(vm, 'cloudinit_regenerated', 0)}
+
+
+def change_config(vm, changes):
+    """Another user's write: keys set, or deleted when None (the digest changes)."""
+    for key, val in changes.items():
+        if val is None:
+            vm.config.pop(key, None)
+        else:
+            vm.config[key] = val
+
+
+async def run_startup(pve):
+    for what, vmid, secs in pve.startup:
+        if what == 'config_lock':
+            await pve.hold_config_lock(vmid, secs)
+        elif what == 'backup':
+            await pve.backup(vmid, secs)
 
 
 async def command(pve, cmd):
@@ -255,6 +406,14 @@ async def command(pve, cmd):
     if name == 'vm':
         vm = pve.vm(cmd['vmid'])
         return vm_state(vm) if vm else None
+    if name == 'change_config':
+        change_config(pve.vm(cmd['vmid']), cmd['set'])
+        return None
+    if name == 'config_race':
+        pve.vm(cmd['vmid']).config_race = {'set': cmd.get('set'), 'times': cmd.get('times', 1)}
+        return None
+    if name == 'backup':
+        return await pve.backup(cmd['vmid'], cmd.get('secs', 30))
     if name == 'tasks':
         return [dict((k, v) for k, v in t.items()) for t in pve.tasklog]
     raise ValueError('unknown command {0!r}'.format(name))
@@ -272,6 +431,7 @@ async def main(path):
     names = scenario.get('cert_names') or ['localhost', scenario['host']]
     files, fingerprint = make_pki(scenario['dir'], names)
     await pve.start(files['server.pem'], files['server.key'])
+    await run_startup(pve)
     reply({'ready': True, 'host': pve.host, 'port': pve.port, 'url': pve.url, 'ca_file': files['ca.pem'],
            'fingerprint': fingerprint})
     loop = asyncio.get_running_loop()

@@ -239,9 +239,71 @@ impl FakePve {
         self.command(json!({"cmd": "clear_faults"}));
     }
 
-    /// The VM's state in the fake: status, lock, config, pending, agent requests.
+    /// The VM's state in the fake: status, lock, config, pending, agent requests, the holder of its
+    /// config lock (`config_lock_holder`), the modelled cloud-init drive (`cloudinit`) and how often it
+    /// was regenerated since the lab started (`cloudinit_regenerated`).
     pub fn vm(&self, vmid: u32) -> Value {
         self.command(json!({"cmd": "vm", "vmid": vmid}))
+    }
+
+    /// Every task fakepve ran, oldest first: `upid`, `type`, `id`, `status`, `exitstatus`, `log`.
+    pub fn tasks(&self) -> Vec<Value> {
+        self.command(json!({"cmd": "tasks"})).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Another task takes the VM's config lock, for `secs` PVE seconds or until released:
+    /// writes then wait `lock_wait` PVE seconds and fail with `can't lock file ... got timeout`.
+    pub fn hold_config_lock(&self, vmid: u32, secs: Option<f64>) {
+        self.command(json!({"cmd": "hold_config_lock", "vmid": vmid, "secs": secs}));
+    }
+
+    pub fn release_config_lock(&self, vmid: u32) {
+        self.command(json!({"cmd": "release_config_lock", "vmid": vmid}));
+    }
+
+    /// Leaves the VM locked (`backup`, `snapshot`, ...), as an interrupted job does.
+    pub fn lock_vm(&self, vmid: u32, lock: &str) {
+        self.command(json!({"cmd": "lock", "vmid": vmid, "lock": lock}));
+    }
+
+    pub fn unlock_vm(&self, vmid: u32) {
+        self.command(json!({"cmd": "unlock", "vmid": vmid}));
+    }
+
+    /// Starts a vzdump of the VM holding lock `backup` for `secs` PVE seconds; returns its UPID.
+    pub fn backup(&self, vmid: u32, secs: f64) -> String {
+        self.command(json!({"cmd": "backup", "vmid": vmid, "secs": secs})).as_str().unwrap_or_default().to_string()
+    }
+
+    /// Sets fakepve VM attributes: `shutdown_secs`, `start_secs`, `stop_secs`, `start_error`, `acpi`,
+    /// `status`, `task_log`, `config_race`, ... (see `VM_ATTRS` in `fakepve_lab.py`).
+    pub fn set_vm(&self, vmid: u32, attrs: Value) {
+        let mut cmd = json!({"cmd": "set_vm", "vmid": vmid});
+        if let (Some(cmd), Value::Object(attrs)) = (cmd.as_object_mut(), attrs) {
+            cmd.extend(attrs);
+        }
+        self.command(cmd);
+    }
+
+    /// Changes the VM's config as another user would (a `null` value deletes the key): its digest changes.
+    pub fn change_config(&self, vmid: u32, set: Value) {
+        self.command(json!({"cmd": "change_config", "vmid": vmid, "set": set}));
+    }
+
+    /// After each of the next `times` config reads of the VM, another user writes `set`: a write
+    /// with the digest just read meets a digest mismatch.
+    pub fn race_config(&self, vmid: u32, set: Value, times: u32) {
+        self.command(json!({"cmd": "config_race", "vmid": vmid, "set": set, "times": times}));
+    }
+
+    /// Real seconds per PVE second for task durations and latency (0: tasks end before their request does).
+    pub fn set_time_scale(&self, scale: f64) {
+        self.command(json!({"cmd": "time_scale", "value": scale}));
+    }
+
+    /// Adds `latency` PVE seconds to every answer (`node`: only to that node's paths). Needs time_scale > 0.
+    pub fn slow_network(&self, latency: f64, node: Option<&str>) {
+        self.command(json!({"cmd": "slow_network", "latency": latency, "node": node}));
     }
 }
 
