@@ -50,6 +50,19 @@ impl RawOutput {
     }
 }
 
+/// How to run one command, for [`SshPool::run_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandOptions<'a> {
+    /// Through `sudo -n` (when the user is not root and sudo is enabled in the settings).
+    pub sudo: bool,
+    /// Sent to the command's stdin (then end of input).
+    pub input: Option<&'a [u8]>,
+    /// A non-zero exit is an error, as with [`SshPool::run`].
+    pub check: bool,
+    /// This command's limit instead of the configured command timeout.
+    pub timeout: Option<Duration>,
+}
+
 /// Why an operation on a session failed; `stale` means nothing ran yet and a
 /// fresh session may succeed (the cached one died, e.g. the host rebooted).
 pub(crate) struct Fail {
@@ -145,44 +158,35 @@ impl SshPool {
     /// A non-zero exit is an error carrying host, command (secrets masked), exit
     /// code and the stderr tail.
     pub fn run(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
-        self.checked(host, cmd, sudo, None)
+        self.run_with(host, cmd, &CommandOptions { sudo, check: true, ..CommandOptions::default() })
     }
 
     /// [`SshPool::run`] with `input` on the command's stdin: the way to hand a
     /// secret to a command without putting it on a command line (`ps` shows those).
-    pub fn run_with_input(
-        &self,
-        host: &str,
-        cmd: &str,
-        input: &[u8],
-        sudo: bool,
-    ) -> Result<Output, SshError> {
-        self.checked(host, cmd, sudo, Some(input))
-    }
-
-    fn checked(
-        &self,
-        host: &str,
-        cmd: &str,
-        sudo: bool,
-        input: Option<&[u8]>,
-    ) -> Result<Output, SshError> {
-        let out = self.exec(host, cmd, sudo, input)?.into_output();
-        if out.code != 0 {
-            return Err(SshError::Command {
-                host: self.target(host)?.display(),
-                command: self.shown_command(cmd, sudo),
-                code: out.code,
-                stderr_tail: self.mask(&tail(&out.stderr, STDERR_TAIL_LINES)),
-            });
-        }
-        Ok(out)
+    pub fn run_with_input(&self, host: &str, cmd: &str, input: &[u8], sudo: bool) -> Result<Output, SshError> {
+        self.run_with(host, cmd, &CommandOptions { sudo, input: Some(input), check: true, timeout: None })
     }
 
     /// Like [`SshPool::run`], but a non-zero exit is returned, not an error.
     /// (A sudo that wants a password is still an error.)
     pub fn run_unchecked(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
-        Ok(self.exec(host, cmd, sudo, None)?.into_output())
+        self.run_with(host, cmd, &CommandOptions { sudo, ..CommandOptions::default() })
+    }
+
+    /// The general form of the `run` family: sudo, stdin, whether a non-zero exit
+    /// is an error, and a timeout of its own for this one command.
+    pub fn run_with(&self, host: &str, cmd: &str, opts: &CommandOptions) -> Result<Output, SshError> {
+        let timeout = opts.timeout.unwrap_or(self.settings.command_timeout);
+        let out = self.exec_for(host, cmd, opts.sudo, opts.input, timeout)?.into_output();
+        if opts.check && out.code != 0 {
+            return Err(SshError::Command {
+                host: self.target(host)?.display(),
+                command: self.shown_command(cmd, opts.sudo),
+                code: out.code,
+                stderr_tail: self.mask(&tail(&out.stderr, STDERR_TAIL_LINES)),
+            });
+        }
+        Ok(out)
     }
 
     /// The host's own name (`uname -n`).
@@ -281,13 +285,24 @@ impl SshPool {
         sudo: bool,
         stdin: Option<&[u8]>,
     ) -> Result<RawOutput, SshError> {
+        self.exec_for(host, cmd, sudo, stdin, self.settings.command_timeout)
+    }
+
+    /// [`SshPool::exec`] with a timeout for this command.
+    fn exec_for(
+        &self,
+        host: &str,
+        cmd: &str,
+        sudo: bool,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<RawOutput, SshError> {
         let target = self.target(host)?;
         let wrapped = if sudo && self.uses_sudo() {
             format!("sudo -n sh -c {}", shell_quote(cmd))
         } else {
             cmd.to_string()
         };
-        let timeout = self.settings.command_timeout;
         let shown = target.display();
         tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
         let shown_cmd = self.shown_command(cmd, sudo);
