@@ -5,6 +5,7 @@
 pub mod core;
 pub mod k3s;
 pub mod pve;
+pub mod ssh;
 
 use rhai::{Dynamic, EvalAltResult, FuncRegistration, Map, Module, Position, RhaiNativeFunc, Variant};
 
