@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
-use crate::config::Loaded;
+use crate::config::{HostKeyPolicy, HostKeySource, Loaded};
 use crate::pve::{PveClient, PveError, PveSettings};
 use crate::ssh::{SshPool, SshSettings};
 use crate::ui::{Level, Ui};
@@ -111,9 +111,11 @@ impl Host {
                 passphrase,
                 agent_socket: defaults.agent_socket,
                 known_hosts: crate::config::expand_home(&s.known_hosts),
-                policy: match s.host_key_policy {
-                    crate::config::HostKeyPolicy::Strict => crate::ssh::HostKeyPolicy::Strict,
-                    crate::config::HostKeyPolicy::AcceptNew => crate::ssh::HostKeyPolicy::AcceptNew,
+                // With keys pinned through the guest agent nothing is trusted on first use: a host
+                // no `ssh::trust_vm` pinned must already be in known_hosts.
+                policy: match (s.host_keys, s.host_key_policy) {
+                    (HostKeySource::GuestAgent, _) | (_, HostKeyPolicy::Strict) => crate::ssh::HostKeyPolicy::Strict,
+                    (_, HostKeyPolicy::AcceptNew) => crate::ssh::HostKeyPolicy::AcceptNew,
                 },
                 sudo: s.sudo,
                 connect_timeout: Duration::from_secs(s.connect_timeout_secs),

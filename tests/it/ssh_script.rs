@@ -15,14 +15,20 @@ use crate::support::{Run, Test};
 /// A test directory whose `k3sx.json` reaches the lab as the NOPASSWD sudo user through the
 /// lab's agent, checking host keys against `known_hosts`; `script` is `t.rhai`.
 fn lab_test(lab: &SshLab, known_hosts: &Path, script: &str) -> Test {
-    let config = json!({"ssh": {
+    lab_test_with(lab, known_hosts, script, json!({}))
+}
+
+/// [`lab_test`] with more `ssh` settings.
+fn lab_test_with(lab: &SshLab, known_hosts: &Path, script: &str, ssh: Value) -> Test {
+    let mut config = json!({
         "user": USER_NOPASSWD,
         "known_hosts": known_hosts,
         "connect_timeout_secs": 5,
         "command_timeout_secs": 20,
-    }});
+    });
+    config.as_object_mut().unwrap().extend(ssh.as_object().unwrap().clone());
     Test::new()
-        .file("k3sx.json", &config.to_string())
+        .file("k3sx.json", &json!({ "ssh": config }).to_string())
         .file("t.rhai", script)
         .env("SSH_AUTH_SOCK", lab.agent_socket().to_str().unwrap())
         .args(&["run", "t.rhai"])
@@ -210,6 +216,37 @@ fn strict_policy_with_an_empty_known_hosts_is_a_catchable_host_key_unknown() {
     let fp = PublicKey::parse_openssh(&lab.host(0).public_key()).unwrap().fingerprint();
     run.stderr_has(&fp).stderr_has("accept-new");
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), "", "nothing recorded under strict");
+
+    // Keys pinned through the guest agent: a host nobody pinned is never trusted on first use.
+    let ssh = json!({"host_keys": "guest-agent", "host_key_policy": "accept-new"});
+    let run = lab_test_with(&lab, &kh, &script, ssh).run().status(1);
+    assert_eq!(run.stdout, format!("host_key_unknown\n{h}\n"));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), "", "nothing recorded in guest-agent mode");
+    let run = lab_test_with(&lab, &kh, &script, json!({"host_key_policy": "accept-new"})).run().status(0);
+    assert_eq!(run.stdout, "connected\n", "accept-new alone records the key");
+}
+
+#[test]
+fn wait_shows_progress_times_out_naming_the_host_and_returns_once_it_answers() {
+    let Some(mut lab) = SshLab::start(1) else { return };
+    let h = lab.host(0).target();
+    let kh = lab.known_hosts(KnownHosts::Plain);
+    lab.stop_host(0);
+    let script = format!("try {{ ssh::wait({h:?}, 2); }} catch (e) {{ print(e.kind + \" \" + e.item); }}");
+    let run = lab_test(&lab, &kh, &script).run().status(0);
+    assert_eq!(run.stdout, format!("timeout {h}\n"));
+    run.stderr_has(&format!("waiting for ssh on {h}"));
+
+    let script = format!("ssh::wait({h:?}, 20); print(ssh::hostname({h:?}));");
+    let t = lab_test(&lab, &kh, &script);
+    let child = t.command().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    lab.start_host(0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "k3sx-lab-1\n");
+    assert!(stderr.contains(&format!("{h} answers ssh after")), "{stderr}");
 }
 
 /// An Ed25519 public key line no lab host has.

@@ -210,7 +210,8 @@ fn register_hosts(m: &mut Module, host: &Arc<Host>) {
          first use. A host presenting another key is refused (kind `host_key_mismatch`).\n\
          `vm` is a map with `node` and `vmid`, as `pve::vms()` returns. Returns the key's fingerprint.\n\
          When `CONFIG.ssh.host_keys == \"guest-agent\"`, the workflows call it for every VM before the\n\
-         first connection. Fails with kind `agent_not_running` while the agent is not up, `invalid_key`\n\
+         first connection, and a host nobody pinned is checked against known_hosts under the strict\n\
+         policy whatever `ssh.host_key_policy` says (never trusted on first use). Fails with kind `agent_not_running` while the agent is not up, `invalid_key`\n\
          when the file is not a public key. A read: it runs under `--dry-run` too.\n\n\
          ```rhai\nif CONFIG.ssh.host_keys == \"guest-agent\" { ssh::trust_vm(vm, vm.ip); }\n```",
         move |vm: Map, target: &str| -> RhaiResult<String> { trust_vm(&h, &vm, target) },
