@@ -17,11 +17,7 @@ pub enum SshError {
     Connect { host: String, reason: String },
 
     #[error("timed out after {}s on `{host}` while {what}", after.as_secs_f32())]
-    Timeout {
-        host: String,
-        what: String,
-        after: Duration,
-    },
+    Timeout { host: String, what: String, after: Duration },
 
     #[error(
         "host key of `{host}` is unknown ({key}) and the host key policy is strict\n  \
@@ -68,22 +64,10 @@ pub enum SshError {
          add a key to the agent (`ssh-add`), set the ssh identity file, or check `~{user}/.ssh/authorized_keys` on the host",
         tried.iter().map(|t| format!("  - {t}")).collect::<Vec<_>>().join("\n")
     )]
-    Auth {
-        host: String,
-        user: String,
-        tried: Vec<String>,
-    },
+    Auth { host: String, user: String, tried: Vec<String> },
 
-    #[error(
-        "command failed on `{host}` with exit code {code}: `{command}`{}",
-        tail_block(stderr_tail)
-    )]
-    Command {
-        host: String,
-        command: String,
-        code: i32,
-        stderr_tail: String,
-    },
+    #[error("command failed on `{host}` with exit code {code}: `{command}`{}", tail_block(stderr_tail))]
+    Command { host: String, command: String, code: i32, stderr_tail: String },
 
     #[error(
         "sudo on `{host}` wants a password for `{user}` (command `{command}`); k3sx runs `sudo -n` and never types one\n  \
@@ -91,27 +75,16 @@ pub enum SshError {
          `echo '{user} ALL=(ALL) NOPASSWD: ALL' | sudo tee /etc/sudoers.d/k3sx && sudo chmod 0440 /etc/sudoers.d/k3sx`\n  \
          or connect as root"
     )]
-    SudoPassword {
-        host: String,
-        user: String,
-        command: String,
-    },
+    SudoPassword { host: String, user: String, command: String },
 
     #[error("file transfer on `{host}` failed for `{path}`: {reason}")]
-    Sftp {
-        host: String,
-        path: String,
-        reason: String,
-    },
+    Sftp { host: String, path: String, reason: String },
 
     #[error("ssh session with `{host}` failed: {reason}")]
     Session { host: String, reason: String },
 
     #[error("cannot use local file `{}`: {source}", path.display())]
-    Local {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Local { path: PathBuf, source: std::io::Error },
 }
 
 fn tail_block(tail: &str) -> String {
@@ -167,10 +140,7 @@ impl SshError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            SshError::Connect { .. }
-                | SshError::Timeout { .. }
-                | SshError::Auth { .. }
-                | SshError::Session { .. }
+            SshError::Connect { .. } | SshError::Timeout { .. } | SshError::Auth { .. } | SshError::Session { .. }
         )
     }
 }
@@ -188,11 +158,7 @@ mod tests {
             stderr_tail: "boom\nbang".into(),
         };
         let text = e.to_string();
-        assert!(
-            text.contains("`10.0.0.5`")
-                && text.contains("exit code 3")
-                && text.contains("`exit 3`")
-        );
+        assert!(text.contains("`10.0.0.5`") && text.contains("exit code 3") && text.contains("`exit 3`"));
         assert!(text.contains("  | boom\n  | bang"));
         assert_eq!(e.kind(), "command");
         assert_eq!(e.host(), Some("10.0.0.5"));
@@ -200,11 +166,7 @@ mod tests {
 
     #[test]
     fn stays_small_enough_to_return_by_value() {
-        assert!(
-            std::mem::size_of::<SshError>() <= 112,
-            "{}",
-            std::mem::size_of::<SshError>()
-        );
+        assert!(std::mem::size_of::<SshError>() <= 112, "{}", std::mem::size_of::<SshError>());
     }
 
     #[test]
@@ -215,9 +177,6 @@ mod tests {
             tried: vec!["ssh-agent: not running".into(), "/k/id: not found".into()],
         };
         let text = e.to_string();
-        assert!(
-            text.contains("  - ssh-agent: not running\n  - /k/id: not found"),
-            "{text}"
-        );
+        assert!(text.contains("  - ssh-agent: not running\n  - /k/id: not found"), "{text}");
     }
 }

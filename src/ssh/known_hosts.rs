@@ -30,9 +30,7 @@ impl PublicKey {
         let (Some(key_type), Some(b64)) = (parts.next(), parts.next()) else {
             return Err("expected `TYPE BASE64 [COMMENT]`".to_string());
         };
-        let blob = STANDARD
-            .decode(b64)
-            .map_err(|e| format!("the key is not valid base64: {e}"))?;
+        let blob = STANDARD.decode(b64).map_err(|e| format!("the key is not valid base64: {e}"))?;
         // The blob starts with its own type name as an SSH string; it must agree.
         let inner = blob
             .get(..4)
@@ -41,10 +39,7 @@ impl PublicKey {
         if inner != Some(key_type.as_bytes()) {
             return Err(format!("the key data is not a `{key_type}` key"));
         }
-        Ok(PublicKey {
-            key_type: key_type.to_string(),
-            blob,
-        })
+        Ok(PublicKey { key_type: key_type.to_string(), blob })
     }
 
     /// `SHA256:...` as OpenSSH prints it.
@@ -77,11 +72,7 @@ pub(crate) fn key_type_name(t: HostKeyType) -> &'static str {
 
 /// The host field OpenSSH writes for a target: `addr` on port 22, else `[addr]:port`.
 fn host_entry(target: &Target) -> String {
-    if target.port == 22 {
-        target.addr.clone()
-    } else {
-        format!("[{}]:{}", target.addr, target.port)
-    }
+    if target.port == 22 { target.addr.clone() } else { format!("[{}]:{}", target.addr, target.port) }
 }
 
 /// The key types known_hosts holds for `target`, in file order. The session
@@ -168,10 +159,9 @@ pub(crate) fn verify(
     pinned: Option<&PublicKey>,
 ) -> Result<(), SshError> {
     let host = target.display();
-    let (blob, ktype) = session.host_key().ok_or_else(|| SshError::Session {
-        host: host.clone(),
-        reason: "the server sent no host key".into(),
-    })?;
+    let (blob, ktype) = session
+        .host_key()
+        .ok_or_else(|| SshError::Session { host: host.clone(), reason: "the server sent no host key".into() })?;
     let key_type = key_type_name(ktype).to_string();
     let fp = fingerprint(blob);
 
@@ -188,19 +178,12 @@ pub(crate) fn verify(
     }
 
     let path = &settings.known_hosts;
-    let mut kh = session.known_hosts().map_err(|e| SshError::Session {
-        host: host.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut kh = session.known_hosts().map_err(|e| SshError::Session { host: host.clone(), reason: e.to_string() })?;
     match std::fs::read_to_string(path) {
         Ok(text) => {
             // Line by line, so one entry libssh2 cannot parse (a certificate
             // authority, a security-key type) does not hide all the others.
-            for line in text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            {
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
                 if let Err(e) = kh.read_str(line, KnownHostFileKind::OpenSSH) {
                     tracing::debug!(file = %path.display(), "skipping known_hosts line libssh2 cannot read: {e}");
                 }
@@ -208,10 +191,7 @@ pub(crate) fn verify(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(SshError::Local {
-                path: path.clone(),
-                source: e,
-            });
+            return Err(SshError::Local { path: path.clone(), source: e });
         }
     }
 
@@ -224,12 +204,7 @@ pub(crate) fn verify(
             known_hosts: path.clone(),
         }),
         CheckResult::NotFound if settings.policy == HostKeyPolicy::AcceptNew => {
-            let line = format!(
-                "{} {} {}",
-                host_entry(target),
-                key_type,
-                STANDARD.encode(blob)
-            );
+            let line = format!("{} {} {}", host_entry(target), key_type, STANDARD.encode(blob));
             append_line(path, &line)?;
             tracing::info!(host = %host, "recorded new host key {key_type} {fp} in {}", path.display());
             Ok(())
@@ -243,10 +218,9 @@ pub(crate) fn verify(
             key: format!("{key_type} {fp}"),
             known_hosts: path.clone(),
         }),
-        CheckResult::Failure => Err(SshError::Session {
-            host,
-            reason: "libssh2 could not check the host key against known_hosts".into(),
-        }),
+        CheckResult::Failure => {
+            Err(SshError::Session { host, reason: "libssh2 could not check the host key against known_hosts".into() })
+        }
     }
 }
 
@@ -255,14 +229,8 @@ pub(crate) fn verify(
 /// replaces the file (a reader never sees half a file). Keeps the file's mode.
 pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), SshError> {
     let _guard = APPEND_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let local = |source| SshError::Local {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let local = |source| SshError::Local { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(local)?;
         #[cfg(unix)]
@@ -302,7 +270,8 @@ pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), SshError> {
 mod tests {
     use super::*;
 
-    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILsLeRX73tl399tXG3hOzl/hUzF91RdZLq85AgFAUPsI root@example";
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILsLeRX73tl399tXG3hOzl/hUzF91RdZLq85AgFAUPsI root@example";
 
     #[test]
     fn parses_an_openssh_public_key_line() {
@@ -317,11 +286,7 @@ mod tests {
     #[test]
     fn rejects_a_key_whose_type_does_not_match_its_data() {
         let line = ED25519.replace("ssh-ed25519", "ssh-rsa");
-        assert!(
-            PublicKey::parse_openssh(&line)
-                .unwrap_err()
-                .contains("not a `ssh-rsa` key")
-        );
+        assert!(PublicKey::parse_openssh(&line).unwrap_err().contains("not a `ssh-rsa` key"));
         assert!(PublicKey::parse_openssh("ssh-ed25519").is_err());
         assert!(PublicKey::parse_openssh("ssh-ed25519 !!!").is_err());
     }
@@ -364,18 +329,9 @@ mod tests {
              [10.0.0.5]:2222 ecdsa-sha2-nistp256 BBBB\n",
         )
         .unwrap();
-        let target = Target {
-            addr: "10.0.0.5".into(),
-            port: 2222,
-        };
-        assert_eq!(
-            known_key_types(&path, &target),
-            ["ecdsa-sha2-nistp256", "ssh-ed25519"]
-        );
-        let target = Target {
-            addr: "10.0.0.5".into(),
-            port: 22,
-        };
+        let target = Target { addr: "10.0.0.5".into(), port: 2222 };
+        assert_eq!(known_key_types(&path, &target), ["ecdsa-sha2-nistp256", "ssh-ed25519"]);
+        let target = Target { addr: "10.0.0.5".into(), port: 22 };
         assert_eq!(known_key_types(&path, &target), ["ssh-rsa"]);
         assert!(known_key_types(&dir.path().join("missing"), &target).is_empty());
     }
@@ -386,25 +342,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/known_hosts");
         append_line(&path, "a ssh-ed25519 AAAA").unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, "a ssh-ed25519 AAAA").unwrap(); // no trailing newline
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         append_line(&path, "[b]:2222 ssh-ed25519 BBBB").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "a ssh-ed25519 AAAA\n[b]:2222 ssh-ed25519 BBBB\n"
-        );
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
-        assert_eq!(
-            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a ssh-ed25519 AAAA\n[b]:2222 ssh-ed25519 BBBB\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temp file left");
     }
 }

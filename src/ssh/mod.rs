@@ -56,20 +56,13 @@ impl Default for SshSettings {
     /// The current user's OpenSSH defaults: `$USER`, port 22, the agent from
     /// `SSH_AUTH_SOCK`, `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`, `~/.ssh/known_hosts`.
     fn default() -> Self {
-        let ssh_dir = dirs::home_dir()
-            .unwrap_or_else(|| PathBuf::from("/root"))
-            .join(".ssh");
+        let ssh_dir = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/root")).join(".ssh");
         SshSettings {
             user: std::env::var("USER").unwrap_or_else(|_| "root".to_string()),
             port: 22,
-            identity_files: ["id_ed25519", "id_ecdsa", "id_rsa"]
-                .iter()
-                .map(|f| ssh_dir.join(f))
-                .collect(),
+            identity_files: ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|f| ssh_dir.join(f)).collect(),
             passphrase: None,
-            agent_socket: std::env::var_os("SSH_AUTH_SOCK")
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).map(PathBuf::from),
             known_hosts: ssh_dir.join("known_hosts"),
             policy: HostKeyPolicy::Strict,
             sudo: true,
@@ -96,10 +89,7 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn parse(input: &str, default_port: u16) -> Result<Target, SshError> {
-        let invalid = |reason: &str| SshError::InvalidHost {
-            input: input.to_string(),
-            reason: reason.to_string(),
-        };
+        let invalid = |reason: &str| SshError::InvalidHost { input: input.to_string(), reason: reason.to_string() };
         let input_trimmed = input.trim();
         if input_trimmed.is_empty() {
             return Err(invalid("empty"));
@@ -129,10 +119,7 @@ impl Target {
         if addr.is_empty() || addr.chars().any(|c| c.is_whitespace()) {
             return Err(invalid("no address"));
         }
-        Ok(Target {
-            addr: addr.to_string(),
-            port,
-        })
+        Ok(Target { addr: addr.to_string(), port })
     }
 
     /// The name used in messages and as the pool key: `addr` for port 22, else `addr:port`.
@@ -156,10 +143,7 @@ pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
 
 /// Quotes a string for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -173,20 +157,11 @@ mod tests {
     #[test]
     fn targets_parse_with_and_without_port() {
         let t = Target::parse("10.0.0.5", 22).unwrap();
-        assert_eq!(
-            (t.addr.as_str(), t.port, t.display()),
-            ("10.0.0.5", 22, "10.0.0.5".to_string())
-        );
+        assert_eq!((t.addr.as_str(), t.port, t.display()), ("10.0.0.5", 22, "10.0.0.5".to_string()));
         let t = Target::parse("10.0.0.5:2222", 22).unwrap();
-        assert_eq!(
-            (t.addr.as_str(), t.port, t.display()),
-            ("10.0.0.5", 2222, "10.0.0.5:2222".to_string())
-        );
+        assert_eq!((t.addr.as_str(), t.port, t.display()), ("10.0.0.5", 2222, "10.0.0.5:2222".to_string()));
         let t = Target::parse("[fe80::1]:2200", 22).unwrap();
-        assert_eq!(
-            (t.addr.as_str(), t.port, t.display()),
-            ("fe80::1", 2200, "[fe80::1]:2200".to_string())
-        );
+        assert_eq!((t.addr.as_str(), t.port, t.display()), ("fe80::1", 2200, "[fe80::1]:2200".to_string()));
         let t = Target::parse("fe80::1", 2200).unwrap();
         assert_eq!((t.addr.as_str(), t.port), ("fe80::1", 2200));
         assert_eq!(Target::parse("h:0", 22).unwrap_err().kind(), "invalid_host");
@@ -196,10 +171,7 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
-        let s = mask(
-            "K3S_TOKEN=abc123 sh -s - --token abc123",
-            &["abc123".into(), String::new()],
-        );
+        let s = mask("K3S_TOKEN=abc123 sh -s - --token abc123", &["abc123".into(), String::new()]);
         assert_eq!(s, "K3S_TOKEN=*** sh -s - --token ***");
     }
 

@@ -16,7 +16,8 @@ const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 
 /// Host key algorithms in the order OpenSSH prefers them; the types known_hosts
 /// holds for a host go first (see `known_hosts::known_key_types`).
-const HOST_KEY_PREFS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+const HOST_KEY_PREFS: &str =
+    "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
 
 /// How many stderr lines an error shows.
 const STDERR_TAIL_LINES: usize = 10;
@@ -72,17 +73,11 @@ pub(crate) struct Fail {
 
 impl Fail {
     pub(crate) fn stale(error: SshError) -> Fail {
-        Fail {
-            stale: true,
-            error: Box::new(error),
-        }
+        Fail { stale: true, error: Box::new(error) }
     }
 
     pub(crate) fn fatal(error: SshError) -> Fail {
-        Fail {
-            stale: false,
-            error: Box::new(error),
-        }
+        Fail { stale: false, error: Box::new(error) }
     }
 }
 
@@ -97,16 +92,9 @@ pub(crate) fn millis(d: Duration) -> u32 {
 /// Turns a libssh2 error into a timeout or a session error.
 pub(crate) fn ssh_fail(host: &str, what: &str, e: &ssh2::Error, after: Duration) -> SshError {
     if e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
-        SshError::Timeout {
-            host: host.to_string(),
-            what: what.to_string(),
-            after,
-        }
+        SshError::Timeout { host: host.to_string(), what: what.to_string(), after }
     } else {
-        SshError::Session {
-            host: host.to_string(),
-            reason: format!("{what}: {}", e.message()),
-        }
+        SshError::Session { host: host.to_string(), reason: format!("{what}: {}", e.message()) }
     }
 }
 
@@ -129,11 +117,8 @@ impl SshPool {
     /// An open session to the host is closed so the next call checks the new pin.
     pub fn pin_host_key(&self, host: &str, openssh_pub_line: &str) -> Result<(), SshError> {
         let target = self.target(host)?;
-        let key =
-            PublicKey::parse_openssh(openssh_pub_line).map_err(|reason| SshError::InvalidKey {
-                host: target.display(),
-                reason,
-            })?;
+        let key = PublicKey::parse_openssh(openssh_pub_line)
+            .map_err(|reason| SshError::InvalidKey { host: target.display(), reason })?;
         lock(&self.pinned).insert(target.display(), key);
         self.disconnect(host);
         Ok(())
@@ -217,13 +202,9 @@ impl SshPool {
         loop {
             attempt += 1;
             // Each attempt's login may take only what is left of the wait.
-            let left = timeout
-                .saturating_sub(start.elapsed())
-                .max(Duration::from_millis(100));
+            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
             let limit = self.settings.connect_timeout.min(left);
-            let answered = self
-                .ensure_session(&target, limit)
-                .and_then(|()| self.run_unchecked(host, "true", false));
+            let answered = self.ensure_session(&target, limit).and_then(|()| self.run_unchecked(host, "true", false));
             let err = match answered {
                 Ok(_) => return Ok(()),
                 Err(e) if !e.is_transient() => return Err(e),
@@ -244,10 +225,7 @@ impl SshPool {
 
     /// Opens the host's session unless one is open, within `limit`.
     fn ensure_session(&self, target: &Target, limit: Duration) -> Result<(), SshError> {
-        let slot = lock(&self.slots)
-            .entry(target.display())
-            .or_default()
-            .clone();
+        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
         let mut guard = lock(&slot);
         if guard.is_none() {
             *guard = Some(self.connect(target, limit)?);
@@ -270,21 +248,11 @@ impl SshPool {
 
     fn shown_command(&self, cmd: &str, sudo: bool) -> String {
         let cmd = self.mask(cmd);
-        if sudo && self.uses_sudo() {
-            format!("sudo -n {cmd}")
-        } else {
-            cmd
-        }
+        if sudo && self.uses_sudo() { format!("sudo -n {cmd}") } else { cmd }
     }
 
     /// Runs a command, returning its raw output whatever the exit code.
-    pub(crate) fn exec(
-        &self,
-        host: &str,
-        cmd: &str,
-        sudo: bool,
-        stdin: Option<&[u8]>,
-    ) -> Result<RawOutput, SshError> {
+    pub(crate) fn exec(&self, host: &str, cmd: &str, sudo: bool, stdin: Option<&[u8]>) -> Result<RawOutput, SshError> {
         self.exec_for(host, cmd, sudo, stdin, self.settings.command_timeout)
     }
 
@@ -298,21 +266,12 @@ impl SshPool {
         timeout: Duration,
     ) -> Result<RawOutput, SshError> {
         let target = self.target(host)?;
-        let wrapped = if sudo && self.uses_sudo() {
-            format!("sudo -n sh -c {}", shell_quote(cmd))
-        } else {
-            cmd.to_string()
-        };
+        let wrapped =
+            if sudo && self.uses_sudo() { format!("sudo -n sh -c {}", shell_quote(cmd)) } else { cmd.to_string() };
         let shown = target.display();
         tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
         let shown_cmd = self.shown_command(cmd, sudo);
-        let run = RemoteCommand {
-            host: &shown,
-            line: &wrapped,
-            shown: &shown_cmd,
-            stdin,
-            timeout,
-        };
+        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout };
         let out = self.with_session(&target, |sess| run.exec_in(sess))?;
         if sudo && self.uses_sudo() && out.code == 1 {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -338,10 +297,7 @@ impl SshPool {
         target: &Target,
         mut f: impl FnMut(&Session) -> Result<T, Fail>,
     ) -> Result<T, SshError> {
-        let slot = lock(&self.slots)
-            .entry(target.display())
-            .or_default()
-            .clone();
+        let slot = lock(&self.slots).entry(target.display()).or_default().clone();
         let mut guard = lock(&slot);
         let mut fresh = false;
         loop {
@@ -349,9 +305,7 @@ impl SshPool {
                 *guard = Some(self.connect(target, self.settings.connect_timeout)?);
                 fresh = true;
             }
-            let Some(sess) = guard.as_ref() else {
-                unreachable!("connected above")
-            };
+            let Some(sess) = guard.as_ref() else { unreachable!("connected above") };
             match f(sess) {
                 Ok(v) => return Ok(v),
                 Err(Fail { stale: true, error }) if !fresh => {
@@ -371,10 +325,7 @@ impl SshPool {
     /// Opens a session: TCP, handshake, host key check, login.
     fn connect(&self, target: &Target, timeout: Duration) -> Result<Session, SshError> {
         let host = target.display();
-        let connect_err = |reason: String| SshError::Connect {
-            host: host.clone(),
-            reason,
-        };
+        let connect_err = |reason: String| SshError::Connect { host: host.clone(), reason };
         let addrs: Vec<_> = (target.addr.as_str(), target.port)
             .to_socket_addrs()
             .map_err(|e| connect_err(format!("cannot resolve the address: {e}")))?
@@ -393,11 +344,7 @@ impl SshPool {
         let tcp = match (tcp, last) {
             (Some(s), _) => s,
             (None, Some(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(SshError::Timeout {
-                    host,
-                    what: "connecting".into(),
-                    after: timeout,
-                });
+                return Err(SshError::Timeout { host, what: "connecting".into(), after: timeout });
             }
             (None, Some(e)) => return Err(connect_err(e.to_string())),
             (None, None) => return Err(connect_err("the name has no address".into())),
@@ -409,16 +356,12 @@ impl SshPool {
         let pinned = lock(&self.pinned).get(&host).cloned();
         let prefs = match &pinned {
             Some(k) => host_key_prefs(std::slice::from_ref(&k.key_type), false),
-            None => host_key_prefs(
-                &known_hosts::known_key_types(&self.settings.known_hosts, target),
-                true,
-            ),
+            None => host_key_prefs(&known_hosts::known_key_types(&self.settings.known_hosts, target), true),
         };
         sess.method_pref(MethodType::HostKey, &prefs)
             .map_err(|e| ssh_fail(&host, "choosing host key types", &e, timeout))?;
         sess.set_tcp_stream(tcp);
-        sess.handshake()
-            .map_err(|e| ssh_fail(&host, "ssh handshake", &e, timeout))?;
+        sess.handshake().map_err(|e| ssh_fail(&host, "ssh handshake", &e, timeout))?;
         known_hosts::verify(&sess, target, &self.settings, pinned.as_ref())?;
         self.authenticate(&sess, &host, timeout)?;
         tracing::debug!(host = %host, user = %self.settings.user, "ssh session open");
@@ -454,11 +397,7 @@ impl SshPool {
         if self.settings.identity_files.is_empty() {
             tried.push("identity files: none configured".to_string());
         }
-        Err(SshError::Auth {
-            host: host.to_string(),
-            user: user.clone(),
-            tried,
-        })
+        Err(SshError::Auth { host: host.to_string(), user: user.clone(), tried })
     }
 }
 
@@ -482,16 +421,10 @@ fn host_key_prefs(first: &[String], others: bool) -> String {
 
 fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), String> {
     let mut agent = sess.agent().map_err(|e| e.message().to_string())?;
-    agent
-        .set_identity_path(sock)
-        .map_err(|e| e.message().to_string())?;
-    agent
-        .connect()
-        .map_err(|e| format!("cannot connect: {}", e.message()))?;
+    agent.set_identity_path(sock).map_err(|e| e.message().to_string())?;
+    agent.connect().map_err(|e| format!("cannot connect: {}", e.message()))?;
     let result = (|| {
-        agent
-            .list_identities()
-            .map_err(|e| format!("cannot list keys: {}", e.message()))?;
+        agent.list_identities().map_err(|e| format!("cannot list keys: {}", e.message()))?;
         let ids = agent.identities().map_err(|e| e.message().to_string())?;
         if ids.is_empty() {
             return Err("holds no keys".to_string());
@@ -519,28 +452,17 @@ struct RemoteCommand<'a> {
 impl RemoteCommand<'_> {
     /// Runs the command on an open session, with a deadline for the whole command.
     fn exec_in(&self, sess: &Session) -> Result<RawOutput, Fail> {
-        let RemoteCommand {
-            host,
-            line: cmd,
-            shown,
-            stdin,
-            timeout,
-        } = *self;
+        let RemoteCommand { host, line: cmd, shown, stdin, timeout } = *self;
         let deadline = Instant::now() + timeout;
         let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
         sess.set_blocking(true);
         sess.set_timeout(millis(timeout));
-        let mut ch = sess
-            .channel_session()
-            .map_err(|e| Fail::stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
-        ch.exec(cmd)
-            .map_err(|e| Fail::stale(ssh_fail(host, "starting the command", &e, timeout)))?;
+        let mut ch =
+            sess.channel_session().map_err(|e| Fail::stale(ssh_fail(host, "opening a channel", &e, timeout)))?;
+        ch.exec(cmd).map_err(|e| Fail::stale(ssh_fail(host, "starting the command", &e, timeout)))?;
         if let Some(input) = stdin {
             std::io::Write::write_all(&mut ch, input).map_err(|e| {
-                Fail::fatal(SshError::Session {
-                    host: host.into(),
-                    reason: format!("sending input: {e}"),
-                })
+                Fail::fatal(SshError::Session { host: host.into(), reason: format!("sending input: {e}") })
             })?;
         }
         ch.send_eof().map_err(|e| fatal("closing input", &e))?;
@@ -592,34 +514,22 @@ impl RemoteCommand<'_> {
         sess.set_blocking(true);
         polled.map_err(Fail::fatal)?;
 
-        let rest = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1));
+        let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         sess.set_timeout(millis(rest));
         let io_fail = |e: std::io::Error| {
-            Fail::fatal(SshError::Session {
-                host: host.into(),
-                reason: format!("reading output: {e}"),
-            })
+            Fail::fatal(SshError::Session { host: host.into(), reason: format!("reading output: {e}") })
         };
         ch.read_to_end(&mut stdout).map_err(io_fail)?;
         ch.stderr().read_to_end(&mut stderr).map_err(io_fail)?;
-        ch.wait_close()
-            .map_err(|e| fatal("closing the channel", &e))?;
-        let mut code = ch
-            .exit_status()
-            .map_err(|e| fatal("reading the exit status", &e))?;
+        ch.wait_close().map_err(|e| fatal("closing the channel", &e))?;
+        let mut code = ch.exit_status().map_err(|e| fatal("reading the exit status", &e))?;
         if let Ok(sig) = ch.exit_signal()
             && let Some(name) = sig.exit_signal
         {
             stderr.extend_from_slice(format!("\n(killed by signal {name})").as_bytes());
             code = if code == 0 { -1 } else { code };
         }
-        Ok(RawOutput {
-            code,
-            stdout,
-            stderr,
-        })
+        Ok(RawOutput { code, stdout, stderr })
     }
 }
 
@@ -643,14 +553,9 @@ mod tests {
     #[test]
     fn known_key_types_are_offered_first() {
         let prefs = host_key_prefs(&["ssh-rsa".into(), "ssh-ed25519".into()], true);
-        assert!(
-            prefs.starts_with("rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519,ecdsa-sha2-nistp256")
-        );
+        assert!(prefs.starts_with("rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519,ecdsa-sha2-nistp256"));
         assert_eq!(prefs.matches("ssh-ed25519").count(), 1);
-        assert_eq!(
-            host_key_prefs(&["ssh-ed25519".into()], false),
-            "ssh-ed25519"
-        );
+        assert_eq!(host_key_prefs(&["ssh-ed25519".into()], false), "ssh-ed25519");
         assert_eq!(host_key_prefs(&[], true), HOST_KEY_PREFS);
     }
 
@@ -664,9 +569,7 @@ mod tests {
     #[test]
     fn pinning_rejects_a_malformed_key_and_names_the_host() {
         let pool = SshPool::new(SshSettings::default());
-        let e = pool
-            .pin_host_key("10.0.0.5:2222", "ssh-ed25519 nope")
-            .unwrap_err();
+        let e = pool.pin_host_key("10.0.0.5:2222", "ssh-ed25519 nope").unwrap_err();
         assert_eq!(e.kind(), "invalid_key");
         assert_eq!(e.host(), Some("10.0.0.5:2222"));
     }
@@ -676,30 +579,16 @@ mod tests {
         // Accepts TCP connections (the kernel does, into the backlog) but never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let host = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
-        let settings = SshSettings {
-            connect_timeout: Duration::from_millis(500),
-            ..SshSettings::default()
-        };
-        let e = SshPool::new(settings)
-            .run(&host, "true", false)
-            .unwrap_err();
+        let settings = SshSettings { connect_timeout: Duration::from_millis(500), ..SshSettings::default() };
+        let e = SshPool::new(settings).run(&host, "true", false).unwrap_err();
         assert_eq!(e.kind(), "timeout", "{e}");
 
-        let settings = SshSettings {
-            connect_timeout: Duration::from_secs(30),
-            ..SshSettings::default()
-        };
+        let settings = SshSettings { connect_timeout: Duration::from_secs(30), ..SshSettings::default() };
         let start = Instant::now();
         let mut attempts = 0;
-        let e = SshPool::new(settings)
-            .wait_with(&host, Duration::from_secs(1), |_, _| attempts += 1)
-            .unwrap_err();
+        let e = SshPool::new(settings).wait_with(&host, Duration::from_secs(1), |_, _| attempts += 1).unwrap_err();
         assert_eq!(e.kind(), "timeout", "{e}");
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
         assert!(attempts >= 1 && e.to_string().contains(&host), "{e}");
     }
 
@@ -708,10 +597,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let pool = SshPool::new(SshSettings {
-            connect_timeout: Duration::from_secs(2),
-            ..SshSettings::default()
-        });
+        let pool = SshPool::new(SshSettings { connect_timeout: Duration::from_secs(2), ..SshSettings::default() });
         let host = format!("127.0.0.1:{port}");
         let e = pool.run(&host, "true", false).unwrap_err();
         assert_eq!(e.kind(), "connect", "{e}");

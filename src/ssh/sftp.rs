@@ -20,30 +20,15 @@ const FX_PERMISSION_DENIED: i32 = 3;
 impl SshPool {
     /// Writes `bytes` to `remote` on `host` with permission bits `mode` (e.g. `0o644`).
     /// Returns false when the file already had exactly this content and mode.
-    pub fn write(
-        &self,
-        host: &str,
-        remote: &str,
-        bytes: &[u8],
-        mode: u32,
-    ) -> Result<bool, SshError> {
+    pub fn write(&self, host: &str, remote: &str, bytes: &[u8], mode: u32) -> Result<bool, SshError> {
         let sha = hex(&Sha256::digest(bytes));
         self.put(host, &mut std::io::Cursor::new(bytes), &sha, remote, mode)
     }
 
     /// Uploads the local file `local` to `remote` on `host` (streamed, not held in
     /// memory). Returns false when the remote file already had this content and mode.
-    pub fn upload(
-        &self,
-        host: &str,
-        local: &Path,
-        remote: &str,
-        mode: u32,
-    ) -> Result<bool, SshError> {
-        let local_err = |source| SshError::Local {
-            path: local.to_path_buf(),
-            source,
-        };
+    pub fn upload(&self, host: &str, local: &Path, remote: &str, mode: u32) -> Result<bool, SshError> {
+        let local_err = |source| SshError::Local { path: local.to_path_buf(), source };
         let mut hasher = Sha256::new();
         let mut file = std::fs::File::open(local).map_err(local_err)?;
         std::io::copy(&mut file, &mut hasher).map_err(local_err)?;
@@ -60,32 +45,19 @@ impl SshPool {
         let timeout = self.settings().command_timeout;
         let result = self.with_session(&target, |sess| {
             sess.set_timeout(millis(timeout));
-            let sftp = sess
-                .sftp()
-                .map_err(|e| Fail::stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
+            let sftp = sess.sftp().map_err(|e| Fail::stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
             let mut file = sftp.open(Path::new(remote)).map_err(|e| {
-                Fail::fatal(SshError::Sftp {
-                    host: shown.clone(),
-                    path: remote.into(),
-                    reason: sftp_reason(&e),
-                })
+                Fail::fatal(SshError::Sftp { host: shown.clone(), path: remote.into(), reason: sftp_reason(&e) })
             })?;
             let mut data = Vec::new();
             file.read_to_end(&mut data).map_err(|e| {
-                Fail::fatal(SshError::Sftp {
-                    host: shown.clone(),
-                    path: remote.into(),
-                    reason: e.to_string(),
-                })
+                Fail::fatal(SshError::Sftp { host: shown.clone(), path: remote.into(), reason: e.to_string() })
             })?;
             Ok(data)
         });
         match result {
-            Err(SshError::Sftp { reason, .. })
-                if reason.starts_with("permission denied") && self.uses_sudo() =>
-            {
-                let out =
-                    self.exec(host, &format!("cat -- {}", shell_quote(remote)), true, None)?;
+            Err(SshError::Sftp { reason, .. }) if reason.starts_with("permission denied") && self.uses_sudo() => {
+                let out = self.exec(host, &format!("cat -- {}", shell_quote(remote)), true, None)?;
                 if out.code != 0 {
                     return Err(SshError::Sftp {
                         host: shown,
@@ -99,30 +71,17 @@ impl SshPool {
         }
     }
 
-    fn put(
-        &self,
-        host: &str,
-        source: &mut dyn Read,
-        sha: &str,
-        remote: &str,
-        mode: u32,
-    ) -> Result<bool, SshError> {
+    fn put(&self, host: &str, source: &mut dyn Read, sha: &str, remote: &str, mode: u32) -> Result<bool, SshError> {
         let target = self.target(host)?;
         let shown = target.display();
-        let sftp_err = |reason: String| SshError::Sftp {
-            host: shown.clone(),
-            path: remote.to_string(),
-            reason,
-        };
+        let sftp_err = |reason: String| SshError::Sftp { host: shown.clone(), path: remote.to_string(), reason };
         let (dir, name) = match remote.rsplit_once('/') {
             Some(("", name)) => ("/", name),
             Some((dir, name)) => (dir, name),
             None => (".", remote),
         };
         if name.is_empty() {
-            return Err(sftp_err(
-                "the remote path names a directory, not a file".into(),
-            ));
+            return Err(sftp_err("the remote path names a directory, not a file".into()));
         }
         let mode = mode & 0o7777;
         let sudo = self.uses_sudo();
@@ -148,11 +107,7 @@ impl SshPool {
         }
 
         let rand = random_suffix();
-        let tmp = if sudo {
-            format!("/tmp/.k3sx-upload-{rand}")
-        } else {
-            format!("{dir}/.{name}.k3sx-{rand}")
-        };
+        let tmp = if sudo { format!("/tmp/.k3sx-upload-{rand}") } else { format!("{dir}/.{name}.k3sx-{rand}") };
         if !sudo {
             self.run(host, &format!("mkdir -p -- {}", shell_quote(dir)), false)?;
         }
@@ -160,25 +115,15 @@ impl SshPool {
         let timeout = self.settings().command_timeout;
         let sent = self.with_session(&target, |sess| {
             sess.set_timeout(millis(timeout));
-            let sftp = sess
-                .sftp()
-                .map_err(|e| Fail::stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
+            let sftp = sess.sftp().map_err(|e| Fail::stale(ssh_fail(&shown, "starting sftp", &e, timeout)))?;
             let result = (|| {
                 let mut file = sftp
-                    .open_mode(
-                        Path::new(&tmp),
-                        OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
-                        0o600,
-                        OpenType::File,
-                    )
+                    .open_mode(Path::new(&tmp), OpenFlags::WRITE | OpenFlags::EXCLUSIVE, 0o600, OpenType::File)
                     .map_err(|e| sftp_err(sftp_reason(&e)))?;
                 // Large writes let libssh2 pipeline many packets per round trip.
                 let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-                std::io::copy(source, &mut writer)
-                    .map_err(|e| sftp_err(format!("sending data: {e}")))?;
-                writer
-                    .flush()
-                    .map_err(|e| sftp_err(format!("sending data: {e}")))?;
+                std::io::copy(source, &mut writer).map_err(|e| sftp_err(format!("sending data: {e}")))?;
+                writer.flush().map_err(|e| sftp_err(format!("sending data: {e}")))?;
                 drop(writer);
                 // Not every server offers fsync; the rename below is what makes it atomic.
                 let _ = file.fsync();
@@ -230,9 +175,6 @@ mod tests {
 
     #[test]
     fn hex_of_sha256_matches_sha256sum() {
-        assert_eq!(
-            hex(&Sha256::digest(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex(&Sha256::digest(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -14,26 +14,15 @@ fn root_pool(lab: &SshLab, kh: KnownHosts) -> SshPool {
 }
 
 fn fingerprint_of(lab: &SshLab, i: usize) -> String {
-    PublicKey::parse_openssh(&lab.host(i).public_key())
-        .unwrap()
-        .fingerprint()
+    PublicKey::parse_openssh(&lab.host(i).public_key()).unwrap().fingerprint()
 }
 
 /// The fingerprint as `ssh-keygen -l` prints it, to prove ours is OpenSSH's.
 fn openssh_fingerprint(public_key_line: &str, dir: &Path) -> String {
     let file = dir.join("fp.pub");
     std::fs::write(&file, public_key_line).unwrap();
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(&file)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
+    let out = Command::new("ssh-keygen").arg("-lf").arg(&file).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_string()
 }
 
 #[test]
@@ -44,16 +33,10 @@ fn strict_policy_refuses_an_unknown_host_key_showing_its_fingerprint() {
     let e = pool.run(&target, "true", false).unwrap_err();
     assert_eq!(e.kind(), "host_key_unknown", "{e}");
     let fp = fingerprint_of(&lab, 0);
-    assert_eq!(
-        fp,
-        openssh_fingerprint(&lab.host(0).public_key(), lab.dir())
-    );
+    assert_eq!(fp, openssh_fingerprint(&lab.host(0).public_key(), lab.dir()));
     let text = e.to_string();
     assert!(text.contains(&fp) && text.contains(&target), "{text}");
-    assert!(
-        text.contains("ssh-keyscan -p") && text.contains("accept-new"),
-        "says what to do: {text}"
-    );
+    assert!(text.contains("ssh-keyscan -p") && text.contains("accept-new"), "says what to do: {text}");
 }
 
 #[test]
@@ -61,31 +44,16 @@ fn accept_new_records_an_unknown_key_then_strict_accepts_it() {
     let Some(lab) = SshLab::start(1) else { return };
     let kh = lab.known_hosts(KnownHosts::Empty);
     let h = lab.host(0);
-    let accept = SshPool::new(SshSettings {
-        policy: HostKeyPolicy::AcceptNew,
-        ..lab.settings("root", &kh)
-    });
+    let accept = SshPool::new(SshSettings { policy: HostKeyPolicy::AcceptNew, ..lab.settings("root", &kh) });
     accept.run(&h.target(), "true", false).unwrap();
     // OpenSSH itself finds the recorded entry.
     let entry = format!("[{}]:{}", h.addr, h.port);
-    let found = Command::new("ssh-keygen")
-        .args(["-F", &entry, "-f"])
-        .arg(&kh)
-        .output()
-        .unwrap();
-    assert!(
-        found.status.success(),
-        "ssh-keygen -F finds {entry} in:\n{}",
-        std::fs::read_to_string(&kh).unwrap()
-    );
+    let found = Command::new("ssh-keygen").args(["-F", &entry, "-f"]).arg(&kh).output().unwrap();
+    assert!(found.status.success(), "ssh-keygen -F finds {entry} in:\n{}", std::fs::read_to_string(&kh).unwrap());
 
     let strict = SshPool::new(lab.settings("root", &kh));
     strict.run(&h.target(), "true", false).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&kh).unwrap().lines().count(),
-        1,
-        "recorded once"
-    );
+    assert_eq!(std::fs::read_to_string(&kh).unwrap().lines().count(), 1, "recorded once");
 }
 
 #[test]
@@ -97,11 +65,7 @@ fn hashed_and_plain_port_entries_are_understood() {
             assert!(std::fs::read_to_string(&kh).unwrap().starts_with("|1|"));
         }
         let pool = SshPool::new(lab.settings("root", &kh));
-        assert_eq!(
-            pool.hostname(&lab.host(0).target()).unwrap(),
-            "k3sx-lab-1",
-            "{kind:?}"
-        );
+        assert_eq!(pool.hostname(&lab.host(0).target()).unwrap(), "k3sx-lab-1", "{kind:?}");
     }
 }
 
@@ -129,41 +93,24 @@ fn a_regenerated_host_key_is_refused_under_both_policies() {
     lab.regenerate_host_key(0);
     let target = lab.host(0).target();
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
-        let pool = SshPool::new(SshSettings {
-            policy,
-            ..lab.settings("root", &kh)
-        });
+        let pool = SshPool::new(SshSettings { policy, ..lab.settings("root", &kh) });
         let e = pool.run(&target, "true", false).unwrap_err();
         assert_eq!(e.kind(), "host_key_changed", "{policy:?}: {e}");
         let text = e.to_string();
-        assert!(
-            text.contains(&fingerprint_of(&lab, 0)) && text.contains("ssh-keygen -R"),
-            "{text}"
-        );
+        assert!(text.contains(&fingerprint_of(&lab, 0)) && text.contains("ssh-keygen -R"), "{text}");
     }
-    assert_eq!(
-        std::fs::read_to_string(&kh).unwrap(),
-        before,
-        "known_hosts untouched"
-    );
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), before, "known_hosts untouched");
 }
 
 #[test]
 fn a_pinned_key_connects_with_empty_known_hosts_and_a_wrong_pin_is_refused() {
     let Some(lab) = SshLab::start(2) else { return };
     let kh = lab.known_hosts(KnownHosts::Empty);
-    let pool = SshPool::new(SshSettings {
-        policy: HostKeyPolicy::AcceptNew,
-        ..lab.settings("root", &kh)
-    });
+    let pool = SshPool::new(SshSettings { policy: HostKeyPolicy::AcceptNew, ..lab.settings("root", &kh) });
     let a = lab.host(0).target();
     pool.pin_host_key(&a, &lab.host(0).public_key()).unwrap();
     assert_eq!(pool.hostname(&a).unwrap(), "k3sx-lab-1");
-    assert_eq!(
-        std::fs::read_to_string(&kh).unwrap(),
-        "",
-        "a pinned host is not recorded"
-    );
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), "", "a pinned host is not recorded");
 
     pool.pin_host_key(&a, &lab.host(1).public_key()).unwrap();
     let e = pool.run(&a, "true", false).unwrap_err();
@@ -176,35 +123,16 @@ fn a_failing_command_reports_host_command_code_and_stderr_tail_with_secrets_mask
     let Some(lab) = SshLab::start(1) else { return };
     let pool = root_pool(&lab, KnownHosts::Plain);
     let target = lab.host(0).target();
-    let out = pool
-        .run(&target, "echo hello; echo warn >&2", false)
-        .unwrap();
-    assert_eq!(
-        (out.code, out.stdout.as_str(), out.stderr.as_str()),
-        (0, "hello\n", "warn\n")
-    );
+    let out = pool.run(&target, "echo hello; echo warn >&2", false).unwrap();
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (0, "hello\n", "warn\n"));
 
     pool.add_secret("s3cr3t-token");
     let cmd = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i >&2; done; echo s3cr3t-token >&2; exit 3";
     let e = pool.run(&target, cmd, false).unwrap_err();
-    let k3sx::ssh::SshError::Command {
-        host,
-        command,
-        code,
-        stderr_tail,
-    } = &e
-    else {
-        panic!("{e}")
-    };
+    let k3sx::ssh::SshError::Command { host, command, code, stderr_tail } = &e else { panic!("{e}") };
     assert_eq!((host.as_str(), *code), (target.as_str(), 3));
-    assert!(
-        command.contains("exit 3") && command.contains("***") && !command.contains("s3cr3t"),
-        "{command}"
-    );
-    assert!(
-        stderr_tail.ends_with("line12\n***") && !stderr_tail.contains("line2\n"),
-        "{stderr_tail}"
-    );
+    assert!(command.contains("exit 3") && command.contains("***") && !command.contains("s3cr3t"), "{command}");
+    assert!(stderr_tail.ends_with("line12\n***") && !stderr_tail.contains("line2\n"), "{stderr_tail}");
     assert!(!e.to_string().contains("s3cr3t"));
 
     let unchecked = pool.run_unchecked(&target, "exit 4", false).unwrap();
@@ -218,19 +146,12 @@ fn a_failing_command_reports_host_command_code_and_stderr_tail_with_secrets_mask
 fn a_command_over_its_timeout_fails_and_the_pool_recovers() {
     let Some(lab) = SshLab::start(1) else { return };
     let kh = lab.known_hosts(KnownHosts::Plain);
-    let pool = SshPool::new(SshSettings {
-        command_timeout: Duration::from_secs(1),
-        ..lab.settings("root", &kh)
-    });
+    let pool = SshPool::new(SshSettings { command_timeout: Duration::from_secs(1), ..lab.settings("root", &kh) });
     let target = lab.host(0).target();
     let start = Instant::now();
     let e = pool.run(&target, "sleep 30", false).unwrap_err();
     assert_eq!(e.kind(), "timeout", "{e}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert_eq!(pool.run(&target, "echo ok", false).unwrap().stdout, "ok\n");
 }
 
@@ -242,93 +163,26 @@ fn write_and_upload_set_the_mode_leave_no_temp_file_and_skip_identical_content()
     let target = h.target();
     let bin = h.root().join("usr/local/bin");
 
-    assert!(
-        pool.write(
-            &target,
-            "/usr/local/bin/tool",
-            b"#!/bin/sh\necho v1\n",
-            0o755
-        )
-        .unwrap()
-    );
+    assert!(pool.write(&target, "/usr/local/bin/tool", b"#!/bin/sh\necho v1\n", 0o755).unwrap());
     let meta = std::fs::metadata(bin.join("tool")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
-    assert_eq!(
-        pool.run(&target, "/usr/local/bin/tool", false)
-            .unwrap()
-            .stdout,
-        "v1\n"
-    );
-    assert!(
-        !pool
-            .write(
-                &target,
-                "/usr/local/bin/tool",
-                b"#!/bin/sh\necho v1\n",
-                0o755
-            )
-            .unwrap(),
-        "identical: skipped"
-    );
-    assert_eq!(
-        std::fs::metadata(bin.join("tool")).unwrap().ino(),
-        meta.ino(),
-        "not rewritten"
-    );
-    assert!(
-        pool.write(
-            &target,
-            "/usr/local/bin/tool",
-            b"#!/bin/sh\necho v1\n",
-            0o700
-        )
-        .unwrap(),
-        "mode differs"
-    );
-    assert_eq!(
-        std::fs::metadata(bin.join("tool"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o700
-    );
+    assert_eq!(pool.run(&target, "/usr/local/bin/tool", false).unwrap().stdout, "v1\n");
+    assert!(!pool.write(&target, "/usr/local/bin/tool", b"#!/bin/sh\necho v1\n", 0o755).unwrap(), "identical: skipped");
+    assert_eq!(std::fs::metadata(bin.join("tool")).unwrap().ino(), meta.ino(), "not rewritten");
+    assert!(pool.write(&target, "/usr/local/bin/tool", b"#!/bin/sh\necho v1\n", 0o700).unwrap(), "mode differs");
+    assert_eq!(std::fs::metadata(bin.join("tool")).unwrap().permissions().mode() & 0o7777, 0o700);
 
     let local = lab.dir().join("payload.bin");
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&local, &payload).unwrap();
-    assert!(
-        pool.upload(
-            &target,
-            &local,
-            "/var/lib/rancher/k3s/agent/images/payload.bin",
-            0o644
-        )
-        .unwrap()
-    );
-    assert!(
-        !pool
-            .upload(
-                &target,
-                &local,
-                "/var/lib/rancher/k3s/agent/images/payload.bin",
-                0o644
-            )
-            .unwrap()
-    );
+    assert!(pool.upload(&target, &local, "/var/lib/rancher/k3s/agent/images/payload.bin", 0o644).unwrap());
+    assert!(!pool.upload(&target, &local, "/var/lib/rancher/k3s/agent/images/payload.bin", 0o644).unwrap());
     let images = h.root().join("var/lib/rancher/k3s/agent/images");
     assert_eq!(std::fs::read(images.join("payload.bin")).unwrap(), payload);
-    assert_eq!(
-        pool.read(&target, "/var/lib/rancher/k3s/agent/images/payload.bin")
-            .unwrap(),
-        payload
-    );
+    assert_eq!(pool.read(&target, "/var/lib/rancher/k3s/agent/images/payload.bin").unwrap(), payload);
 
     let names = |dir: &Path| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
     };
     assert_eq!(names(&bin), ["tool"], "no temp file left");
     assert_eq!(names(&images), ["payload.bin"], "no temp file left");
@@ -341,40 +195,21 @@ fn a_sudo_user_writes_root_owned_files_through_sudo_install() {
     let pool = SshPool::new(lab.settings(USER_NOPASSWD, &kh));
     let h = lab.host(0);
     let target = h.target();
-    assert_eq!(
-        pool.run(&target, "id -un", false).unwrap().stdout.trim(),
-        USER_NOPASSWD
-    );
+    assert_eq!(pool.run(&target, "id -un", false).unwrap().stdout.trim(), USER_NOPASSWD);
     assert_eq!(pool.run(&target, "id -u", true).unwrap().stdout.trim(), "0");
-    let piped = pool
-        .run_with_input(&target, "cat; id -u", b"in:", true)
-        .unwrap();
-    assert_eq!(
-        piped.stdout, "in:0\n",
-        "stdin reaches the command under sudo"
-    );
+    let piped = pool.run_with_input(&target, "cat; id -u", b"in:", true).unwrap();
+    assert_eq!(piped.stdout, "in:0\n", "stdin reaches the command under sudo");
 
     let remote = "/etc/rancher/k3s/config.yaml";
-    assert!(
-        pool.write(&target, remote, b"token-file: /x\n", 0o600)
-            .unwrap()
-    );
+    assert!(pool.write(&target, remote, b"token-file: /x\n", 0o600).unwrap());
     let file = h.root().join("etc/rancher/k3s/config.yaml");
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.permissions().mode() & 0o7777), (0, 0o600));
-    assert!(
-        !pool
-            .write(&target, remote, b"token-file: /x\n", 0o600)
-            .unwrap()
-    );
+    assert!(!pool.write(&target, remote, b"token-file: /x\n", 0o600).unwrap());
     // Root-only file: read falls back to `sudo -n cat`.
     assert_eq!(pool.read(&target, remote).unwrap(), b"token-file: /x\n");
     let left = pool
-        .run(
-            &target,
-            "ls -a /tmp /etc/rancher/k3s | grep -e '^\\.k3sx-upload-' -e '\\.k3sx-' || true",
-            false,
-        )
+        .run(&target, "ls -a /tmp /etc/rancher/k3s | grep -e '^\\.k3sx-upload-' -e '\\.k3sx-' || true", false)
         .unwrap()
         .stdout;
     assert_eq!(left, "", "no temp file left");
@@ -389,17 +224,10 @@ fn sudo_that_wants_a_password_fails_fast_with_a_clear_error() {
     pool.run(&target, "true", false).unwrap();
     let start = Instant::now();
     let e = pool.run(&target, "id -u", true).unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert_eq!(e.kind(), "sudo_password", "{e}");
     let text = e.to_string();
-    assert!(
-        text.contains("NOPASSWD") && text.contains(USER_SUDO_PASSWORD) && text.contains(&target),
-        "{text}"
-    );
+    assert!(text.contains("NOPASSWD") && text.contains(USER_SUDO_PASSWORD) && text.contains(&target), "{text}");
 }
 
 #[test]
@@ -413,25 +241,17 @@ fn login_uses_identity_files_when_there_is_no_agent_and_lists_what_was_tried() {
         identity_files: vec![missing.clone(), lab.client_key().to_path_buf()],
         ..lab.settings("root", &kh)
     };
-    assert_eq!(
-        SshPool::new(with_file).hostname(&target).unwrap(),
-        "k3sx-lab-1"
-    );
+    assert_eq!(SshPool::new(with_file).hostname(&target).unwrap(), "k3sx-lab-1");
 
     let nothing = SshSettings {
         agent_socket: Some(lab.dir().join("no-agent.sock")),
         identity_files: vec![missing],
         ..lab.settings("root", &kh)
     };
-    let e = SshPool::new(nothing)
-        .run(&target, "true", false)
-        .unwrap_err();
+    let e = SshPool::new(nothing).run(&target, "true", false).unwrap_err();
     assert_eq!(e.kind(), "auth", "{e}");
     let text = e.to_string();
-    assert!(
-        text.contains("ssh-agent at") && text.contains("no-such-key: no such file"),
-        "{text}"
-    );
+    assert!(text.contains("ssh-agent at") && text.contains("no-such-key: no such file"), "{text}");
 }
 
 #[test]
@@ -447,14 +267,9 @@ fn wait_returns_once_the_host_answers_and_times_out_naming_it() {
     lab.stop_host(0);
     pool.disconnect(&target);
     let mut attempts = 0;
-    let e = pool
-        .wait_with(&target, Duration::from_secs(1), |_, _| attempts += 1)
-        .unwrap_err();
+    let e = pool.wait_with(&target, Duration::from_secs(1), |_, _| attempts += 1).unwrap_err();
     assert_eq!(e.kind(), "timeout", "{e}");
-    assert!(
-        attempts >= 2 && e.to_string().contains(&target),
-        "{attempts} {e}"
-    );
+    assert!(attempts >= 2 && e.to_string().contains(&target), "{attempts} {e}");
 
     std::thread::scope(|s| {
         let waiter = s.spawn(|| pool.wait(&target, Duration::from_secs(15)));
@@ -484,14 +299,8 @@ fn queries_on_eight_hosts_in_parallel_take_at_most_twice_one_host_and_a_down_hos
         let pool = SshPool::new(lab.settings("root", &kh));
         let start = Instant::now();
         let names: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = targets
-                .iter()
-                .map(|t| s.spawn(|| pool.run(t, query, false)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap().unwrap().stdout.trim().to_string())
-                .collect()
+            let handles: Vec<_> = targets.iter().map(|t| s.spawn(|| pool.run(t, query, false))).collect();
+            handles.into_iter().map(|h| h.join().unwrap().unwrap().stdout.trim().to_string()).collect()
         });
         assert_eq!(names, expected, "each host answers with its own name");
         (t1, start.elapsed())
@@ -506,10 +315,7 @@ fn queries_on_eight_hosts_in_parallel_take_at_most_twice_one_host_and_a_down_hos
     lab.stop_host(3);
     let pool = SshPool::new(lab.settings("root", &kh));
     let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|t| s.spawn(|| pool.hostname(t)))
-            .collect();
+        let handles: Vec<_> = targets.iter().map(|t| s.spawn(|| pool.hostname(t))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, r) in results.iter().enumerate() {
@@ -533,60 +339,25 @@ fn files_in_private_dirs_stay_on_their_host() {
     let remote = format!("/usr/local/bin/{name}");
     pool.write(&a, &remote, b"#!/bin/sh\n", 0o755).unwrap();
     pool.run(&a, &format!("test -x {remote}"), false).unwrap();
-    assert_eq!(
-        pool.run_unchecked(&b, &format!("test -e {remote}"), false)
-            .unwrap()
-            .code,
-        1,
-        "not on host B"
-    );
+    assert_eq!(pool.run_unchecked(&b, &format!("test -e {remote}"), false).unwrap().code, 1, "not on host B");
     assert!(!Path::new(&remote).exists(), "not on the machine");
-    assert!(
-        lab.host(0)
-            .root()
-            .join("usr/local/bin")
-            .join(&name)
-            .exists()
-    );
-    for dir in [
-        "/etc/rancher",
-        "/var/lib/rancher",
-        "/etc/systemd/system",
-        "/var/lib/kubelet",
-    ] {
+    assert!(lab.host(0).root().join("usr/local/bin").join(&name).exists());
+    for dir in ["/etc/rancher", "/var/lib/rancher", "/etc/systemd/system", "/var/lib/kubelet"] {
         pool.run(&a, &format!("touch {dir}/{name}"), false).unwrap();
         assert!(!Path::new(dir).join(&name).exists(), "{dir} is private");
-        assert_eq!(
-            pool.run_unchecked(&b, &format!("test -e {dir}/{name}"), false)
-                .unwrap()
-                .code,
-            1
-        );
+        assert_eq!(pool.run_unchecked(&b, &format!("test -e {dir}/{name}"), false).unwrap().code, 1);
     }
     assert_eq!(pool.hostname(&a).unwrap(), "k3sx-lab-1");
     assert_eq!(pool.hostname(&b).unwrap(), "k3sx-lab-2");
 }
 
 fn machine_processes() -> String {
-    String::from_utf8(
-        Command::new("ps")
-            .args(["-eo", "pid,args"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
+    String::from_utf8(Command::new("ps").args(["-eo", "pid,args"]).output().unwrap().stdout).unwrap()
 }
 
 fn machine_mounts() -> String {
-    String::from_utf8(
-        Command::new("findmnt")
-            .args(["-rn", "-o", "TARGET,SOURCE,FSTYPE"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
+    String::from_utf8(Command::new("findmnt").args(["-rn", "-o", "TARGET,SOURCE,FSTYPE"]).output().unwrap().stdout)
+        .unwrap()
 }
 
 #[test]
@@ -594,29 +365,13 @@ fn stopping_the_lab_ends_every_process_and_mount_it_started() {
     let Some(lab) = SshLab::start(2) else { return };
     let pool = root_pool(&lab, KnownHosts::Plain);
     let marker = format!("{}", 900_000 + std::process::id() % 99_999);
-    pool.run(
-        &lab.host(0).target(),
-        &format!("nohup sleep {marker} >/dev/null 2>&1 &"),
-        false,
-    )
-    .unwrap();
+    pool.run(&lab.host(0).target(), &format!("nohup sleep {marker} >/dev/null 2>&1 &"), false).unwrap();
     // Inside, the host sees only its own processes (sshd is PID 1).
-    let inside = pool
-        .run(&lab.host(0).target(), "ps -eo pid,args", false)
-        .unwrap()
-        .stdout;
-    assert!(
-        inside
-            .lines()
-            .any(|l| l.trim().starts_with("1 ") && l.contains("sshd")),
-        "{inside}"
-    );
+    let inside = pool.run(&lab.host(0).target(), "ps -eo pid,args", false).unwrap().stdout;
+    assert!(inside.lines().any(|l| l.trim().starts_with("1 ") && l.contains("sshd")), "{inside}");
     assert!(machine_processes().contains(&format!("sleep {marker}")));
     let dir = lab.dir().display().to_string();
-    assert!(
-        !machine_mounts().contains(&dir),
-        "the hosts' bind mounts are not visible on the machine"
-    );
+    assert!(!machine_mounts().contains(&dir), "the hosts' bind mounts are not visible on the machine");
     assert!(!machine_mounts().contains("k3sx-lab-run"), "nor their /run");
     let pids: Vec<u32> = lab.hosts().iter().filter_map(|h| h.init_pid()).collect();
     assert_eq!(pids.len(), 2);
@@ -624,16 +379,10 @@ fn stopping_the_lab_ends_every_process_and_mount_it_started() {
     drop(lab);
 
     for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "sshd {pid} ended"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "sshd {pid} ended");
     }
     let ps = machine_processes();
-    assert!(
-        !ps.contains(&format!("sleep {marker}")),
-        "background process ended:\n{ps}"
-    );
+    assert!(!ps.contains(&format!("sleep {marker}")), "background process ended:\n{ps}");
     assert!(!ps.contains(&dir), "no lab process left:\n{ps}");
     assert!(!machine_mounts().contains(&dir) && !Path::new(&dir).exists());
 }

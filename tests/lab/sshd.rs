@@ -39,13 +39,8 @@ pub const USER_NOPASSWD: &str = "k3sx-lab";
 pub const USER_SUDO_PASSWORD: &str = "k3sx-lab-pw";
 
 /// The paths each host has to itself.
-pub const PRIVATE_DIRS: [&str; 5] = [
-    "/etc/rancher",
-    "/var/lib/rancher",
-    "/usr/local/bin",
-    "/etc/systemd/system",
-    "/var/lib/kubelet",
-];
+pub const PRIVATE_DIRS: [&str; 5] =
+    ["/etc/rancher", "/var/lib/rancher", "/usr/local/bin", "/etc/systemd/system", "/var/lib/kubelet"];
 
 /// The host key types every host has, in sshd's order.
 const HOST_KEY_KINDS: [&str; 2] = ["ed25519", "ecdsa"];
@@ -85,10 +80,7 @@ impl LabHost {
 
     /// The host's current Ed25519 public key, an OpenSSH line (`ssh-ed25519 AAAA... comment`).
     pub fn public_key(&self) -> String {
-        std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub"))
-            .expect("host key exists")
-            .trim()
-            .to_string()
+        std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub")).expect("host key exists").trim().to_string()
     }
 
     /// The sshd log (sshd `-e` output, plus the namespace setup's errors).
@@ -119,11 +111,7 @@ impl LabHost {
             let key = self.dir.join(format!("ssh_host_{kind}_key"));
             let _ = std::fs::remove_file(&key);
             let _ = std::fs::remove_file(key.with_extension("pub"));
-            run_ok(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", kind, "-N", "", "-C", &self.name, "-f"])
-                    .arg(&key),
-            );
+            run_ok(Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-C", &self.name, "-f"]).arg(&key));
         }
     }
 
@@ -144,16 +132,7 @@ impl LabHost {
         );
         let log = std::fs::File::create(self.dir.join("sshd.log")).expect("create sshd log");
         let child = Command::new("unshare")
-            .args([
-                "--mount",
-                "--uts",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "--propagation",
-                "private",
-            ])
+            .args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -167,17 +146,9 @@ impl LabHost {
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = (self.addr, self.port).into();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            let exited = self
-                .unshare
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            let exited = self.unshare.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
-                panic!(
-                    "lab host {} ({}) did not start:\n{}",
-                    self.name,
-                    self.target(),
-                    self.log()
-                );
+                panic!("lab host {} ({}) did not start:\n{}", self.name, self.target(), self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -237,29 +208,16 @@ impl SshLab {
             panic!("the sshd lab could not set up the machine: {why}");
         }
 
-        let dir = tempfile::Builder::new()
-            .prefix("k3sx-sshlab-")
-            .tempdir()
-            .expect("create lab dir");
+        let dir = tempfile::Builder::new().prefix("k3sx-sshlab-").tempdir().expect("create lab dir");
         chmod(dir.path(), 0o755); // sshd reads authorized_keys as the lab users
 
         let client_key = dir.path().join("client_ed25519");
         run_ok(
             Command::new("ssh-keygen")
-                .args([
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "k3sx-lab-client",
-                    "-f",
-                ])
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "k3sx-lab-client", "-f"])
                 .arg(&client_key),
         );
-        let client_pub =
-            std::fs::read_to_string(client_key.with_extension("pub")).expect("client public key");
+        let client_pub = std::fs::read_to_string(client_key.with_extension("pub")).expect("client public key");
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, &client_pub).expect("write authorized_keys");
         chmod(&authorized, 0o644);
@@ -275,29 +233,15 @@ impl SshLab {
             .spawn()
             .expect("spawn ssh-agent");
         // From here on, a panic drops the lab, which ends what it started.
-        let mut lab = SshLab {
-            hosts: Vec::new(),
-            agent,
-            agent_socket,
-            client_key,
-            known_hosts_files: AtomicU32::new(0),
-            dir,
-        };
+        let mut lab =
+            SshLab { hosts: Vec::new(), agent, agent_socket, client_key, known_hosts_files: AtomicU32::new(0), dir };
         let deadline = Instant::now() + Duration::from_secs(5);
         // The socket file appears before the agent listens on it: wait for a connection.
         while std::os::unix::net::UnixStream::connect(&lab.agent_socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ssh-agent did not start listening on its socket"
-            );
+            assert!(Instant::now() < deadline, "ssh-agent did not start listening on its socket");
             std::thread::sleep(Duration::from_millis(10));
         }
-        run_ok(
-            Command::new("ssh-add")
-                .arg("-q")
-                .arg(&lab.client_key)
-                .env("SSH_AUTH_SOCK", &lab.agent_socket),
-        );
+        run_ok(Command::new("ssh-add").arg("-q").arg(&lab.client_key).env("SSH_AUTH_SOCK", &lab.agent_socket));
 
         for index in 1..=n {
             let host = lab.new_host(index, &authorized);
@@ -317,21 +261,13 @@ impl SshLab {
         // on that address, so labs of other processes cannot collide either.
         let n = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed);
         let addr = Ipv4Addr::new(127, 0, 1, 2 + (n % 250) as u8);
-        let port = TcpListener::bind((addr, 0))
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = TcpListener::bind((addr, 0)).and_then(|l| l.local_addr()).expect("free port").port();
         let name = format!("k3sx-lab-{index}");
         let dir = self.dir.path().join(&name);
         for d in PRIVATE_DIRS {
-            std::fs::create_dir_all(dir.join("root").join(d.trim_start_matches('/')))
-                .expect("create host dirs");
+            std::fs::create_dir_all(dir.join("root").join(d.trim_start_matches('/'))).expect("create host dirs");
         }
-        std::fs::write(
-            dir.join("hosts"),
-            format!("127.0.0.1 localhost\n{addr} {name}\n::1 localhost\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{addr} {name}\n::1 localhost\n")).unwrap();
         std::fs::write(dir.join("hostname"), format!("{name}\n")).unwrap();
         let config = dir.join("sshd_config");
         std::fs::write(
@@ -358,15 +294,7 @@ impl SshLab {
             ),
         )
         .unwrap();
-        let host = LabHost {
-            index,
-            name,
-            addr,
-            port,
-            dir,
-            config,
-            unshare: None,
-        };
+        let host = LabHost { index, name, addr, port, dir, config, unshare: None };
         host.generate_host_key();
         host
     }
@@ -406,13 +334,7 @@ impl SshLab {
         }
         std::fs::write(&path, text).expect("write known_hosts");
         if kind == KnownHosts::Hashed {
-            run_ok(
-                Command::new("ssh-keygen")
-                    .arg("-q")
-                    .arg("-H")
-                    .arg("-f")
-                    .arg(&path),
-            );
+            run_ok(Command::new("ssh-keygen").arg("-q").arg("-H").arg("-f").arg(&path));
             let _ = std::fs::remove_file(path.with_extension(format!("{n}.old")));
         }
         path
@@ -469,37 +391,18 @@ impl Drop for SshLab {
 
 /// Why the lab cannot run here, if it cannot.
 pub fn missing_prerequisite() -> Option<String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref() != Some("0") {
         return Some("it must run as root (mount namespaces, test users)".into());
     }
-    for tool in [
-        "/usr/sbin/sshd",
-        "unshare",
-        "ssh-keygen",
-        "ssh-agent",
-        "ssh-add",
-        "useradd",
-    ] {
-        let found = if tool.starts_with('/') {
-            Path::new(tool).exists()
-        } else {
-            which(tool)
-        };
+    for tool in ["/usr/sbin/sshd", "unshare", "ssh-keygen", "ssh-agent", "ssh-add", "useradd"] {
+        let found = if tool.starts_with('/') { Path::new(tool).exists() } else { which(tool) };
         if !found {
-            return Some(format!(
-                "`{tool}` is missing (install `openssh-server openssh-client util-linux`)"
-            ));
+            return Some(format!("`{tool}` is missing (install `openssh-server openssh-client util-linux`)"));
         }
     }
     // Can this machine make namespaces at all (containers may forbid it)?
-    let probe = Command::new("unshare")
-        .args(["--mount", "--uts", "--pid", "--fork", "true"])
-        .status();
+    let probe = Command::new("unshare").args(["--mount", "--uts", "--pid", "--fork", "true"]).status();
     if !probe.map(|s| s.success()).unwrap_or(false) {
         return Some("`unshare --mount --uts --pid` is not permitted here".into());
     }
@@ -521,16 +424,9 @@ fn setup_machine() -> Result<(), String> {
         }
     }
     for user in [USER_NOPASSWD, USER_SUDO_PASSWORD] {
-        let exists = Command::new("id")
-            .arg("-u")
-            .arg(user)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let exists = Command::new("id").arg("-u").arg(user).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if !exists.map(|s| s.success()).unwrap_or(false) {
-            let status = Command::new("useradd")
-                .args(["-m", "-s", "/bin/sh", user])
-                .status();
+            let status = Command::new("useradd").args(["-m", "-s", "/bin/sh", user]).status();
             if !status.map(|s| s.success()).unwrap_or(false) {
                 return Err(format!("useradd {user} failed"));
             }
@@ -541,8 +437,7 @@ fn setup_machine() -> Result<(), String> {
             return Err(format!("usermod {user} failed"));
         }
     }
-    let rules =
-        format!("{USER_NOPASSWD} ALL=(ALL) NOPASSWD: ALL\n{USER_SUDO_PASSWORD} ALL=(ALL) ALL\n");
+    let rules = format!("{USER_NOPASSWD} ALL=(ALL) NOPASSWD: ALL\n{USER_SUDO_PASSWORD} ALL=(ALL) ALL\n");
     let path = Path::new("/etc/sudoers.d/k3sx-lab");
     std::fs::write(path, rules).map_err(|e| format!("write {}: {e}", path.display()))?;
     chmod(path, 0o440);
@@ -550,9 +445,7 @@ fn setup_machine() -> Result<(), String> {
 }
 
 fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -562,9 +455,5 @@ fn chmod(path: &Path, mode: u32) {
 
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
