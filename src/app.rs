@@ -37,10 +37,12 @@ pub fn main() -> std::process::ExitCode {
 /// `tracing` is the one logging stack: our own diagnostics and those of reqwest/rustls go
 /// through it. User-facing progress lines use `ui::Ui`, not tracing.
 fn init_tracing(verbose: u8, quiet: bool) {
+    // By default only k3sx's own warnings: the TLS and HTTP crates log failures that k3sx
+    // reports itself, with the setting to fix.
     let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (_, 0) => "warn",
-        (_, 1) => "info,k3sx=debug",
+        (true, _) => "off,k3sx=error",
+        (_, 0) => "off,k3sx=warn",
+        (_, 1) => "warn,k3sx=debug",
         _ => "debug,k3sx=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("K3SX_LOG").unwrap_or_else(|_| level.into());

@@ -297,9 +297,10 @@ pub struct InventoryVm {
     pub vmid: u32,
     /// `SERVER`, `AGENT` or `STORAGE`, any case.
     pub role: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A fixed address for this VM (kept by `configure-ips`, shown by `discover`).
+    #[serde(default)]
     pub ip: Option<String>,
 }
 

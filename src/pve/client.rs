@@ -16,7 +16,7 @@ use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::error::PveError;
+use super::error::{PveError, Refusal, vm_of_path};
 use super::tls::{self, Fingerprint, Trust};
 use super::types::{self, Cluster, GuestIp, NodeInfo, VmStatus};
 use crate::secret::Secret;
@@ -76,23 +76,13 @@ impl PveSettings {
 
 /// Characters left as they are in form values and query strings: RFC 3986 unreserved.
 /// Everything else is escaped, notably `;` and `&`, on which real PVE splits form fields.
-const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Encodes parameters as an `application/x-www-form-urlencoded` body.
 pub fn encode_form(params: &[(String, String)]) -> String {
     params
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(k, FORM_VALUE),
-                utf8_percent_encode(v, FORM_VALUE)
-            )
-        })
+        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, FORM_VALUE), utf8_percent_encode(v, FORM_VALUE)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -121,11 +111,7 @@ enum TicketState {
 
 /// What the transport reported for one attempt.
 enum Outcome {
-    Answer {
-        status: u16,
-        reason: Option<String>,
-        body: Vec<u8>,
-    },
+    Answer { status: u16, reason: Option<String>, body: Vec<u8> },
     Failed(reqwest::Error),
 }
 
@@ -155,33 +141,20 @@ impl PveClient {
     /// Builds the client. Nothing is sent yet; a password login happens on the first request.
     pub fn new(settings: PveSettings) -> Result<PveClient, PveError> {
         let address = settings.address();
-        let config_error = |message: String| PveError::Config {
-            host: address.clone(),
-            message,
-        };
+        let config_error = |message: String| PveError::Config { host: address.clone(), message };
         let trust = if !settings.verify_tls {
             tracing::warn!(host = %address, "TLS verification of the Proxmox API is disabled (PROXMOX_SSL_VERIFY=false)");
             Trust::Insecure
-        } else if let Some(fp) = settings
-            .fingerprint
-            .as_deref()
-            .filter(|f| !f.trim().is_empty())
-        {
-            Trust::Pin(
-                tls::parse_fingerprint(fp)
-                    .map_err(|e| config_error(format!("PROXMOX_TLS_FINGERPRINT: {e}")))?,
-            )
+        } else if let Some(fp) = settings.fingerprint.as_deref().filter(|f| !f.trim().is_empty()) {
+            Trust::Pin(tls::parse_fingerprint(fp).map_err(|e| config_error(format!("PROXMOX_TLS_FINGERPRINT: {e}")))?)
         } else if let Some(ca) = &settings.ca_file {
-            Trust::Roots(
-                tls::read_ca_file(ca).map_err(|e| config_error(format!("PROXMOX_CA_FILE: {e}")))?,
-            )
+            Trust::Roots(tls::read_ca_file(ca).map_err(|e| config_error(format!("PROXMOX_CA_FILE: {e}")))?)
         } else {
             Trust::Roots(Vec::new())
         };
         let pinned = matches!(trust, Trust::Pin(_));
         let seen_fingerprint = Arc::new(Mutex::new(None));
-        let tls_config =
-            tls::client_config(&trust, seen_fingerprint.clone()).map_err(config_error)?;
+        let tls_config = tls::client_config(&trust, seen_fingerprint.clone()).map_err(config_error)?;
         let auth = Self::auth(&settings).map_err(config_error)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls_config)
@@ -206,34 +179,23 @@ impl PveClient {
     fn auth(s: &PveSettings) -> Result<Auth, String> {
         let token_id = s.token_id.as_deref().filter(|t| !t.is_empty());
         if let Some(id) = token_id {
-            let secret = s.token_secret.as_ref().filter(|t| !t.is_empty()).ok_or(
-                "PROXMOX_API_TOKEN_ID is set but PROXMOX_API_TOKEN_SECRET is not".to_string(),
-            )?;
+            let secret = s
+                .token_secret
+                .as_ref()
+                .filter(|t| !t.is_empty())
+                .ok_or("PROXMOX_API_TOKEN_ID is set but PROXMOX_API_TOKEN_SECRET is not".to_string())?;
             // A token id may already carry its user: `root@pam!k3sx`.
-            let full_id = if id.contains('!') {
-                id.to_string()
-            } else {
-                format!("{}!{id}", s.user)
-            };
-            let mut header =
-                HeaderValue::from_str(&format!("PVEAPIToken={full_id}={}", secret.expose()))
-                    .map_err(|_| {
-                        "the API token id or secret holds characters not allowed in a header"
-                            .to_string()
-                    })?;
+            let full_id = if id.contains('!') { id.to_string() } else { format!("{}!{id}", s.user) };
+            let mut header = HeaderValue::from_str(&format!("PVEAPIToken={full_id}={}", secret.expose()))
+                .map_err(|_| "the API token id or secret holds characters not allowed in a header".to_string())?;
             header.set_sensitive(true);
             return Ok(Auth::Token(header));
         }
         match s.password.as_ref().filter(|p| !p.is_empty()) {
-            Some(password) => Ok(Auth::Password {
-                password: password.clone(),
-                ticket: Mutex::new(TicketState::None),
-            }),
-            None => Err(
-                "no credentials: set PROXMOX_PASSWORD, or PROXMOX_API_TOKEN_ID and \
+            Some(password) => Ok(Auth::Password { password: password.clone(), ticket: Mutex::new(TicketState::None) }),
+            None => Err("no credentials: set PROXMOX_PASSWORD, or PROXMOX_API_TOKEN_ID and \
                          PROXMOX_API_TOKEN_SECRET"
-                    .to_string(),
-            ),
+                .to_string()),
         }
     }
 
@@ -256,10 +218,7 @@ impl PveClient {
 
     /// `GET path` (relative to `/api2/json`), returning the answer's `data`.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, PveError> {
-        let query: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.call(Method::GET, path, &query, None)
     }
 
@@ -295,11 +254,7 @@ impl PveClient {
     }
 
     /// The VM's configuration (pending changes applied, as PVE returns it), with its `digest`.
-    pub fn vm_config(
-        &self,
-        node: &str,
-        vmid: u32,
-    ) -> Result<serde_json::Map<String, Value>, PveError> {
+    pub fn vm_config(&self, node: &str, vmid: u32) -> Result<serde_json::Map<String, Value>, PveError> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         match self.get(&path, &[])? {
             Value::Object(map) => Ok(map),
@@ -320,11 +275,7 @@ impl PveClient {
         let path = format!("/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces");
         let data = match self.get(&path, &[]) {
             Ok(data) => data,
-            Err(PveError::Api {
-                status: 500,
-                message,
-                ..
-            }) if agent_down(&message) => {
+            Err(PveError::Api { status: 500, message, .. }) if agent_down(&message) => {
                 return Err(PveError::AgentNotRunning {
                     host: self.address.clone(),
                     node: node.to_string(),
@@ -340,27 +291,19 @@ impl PveClient {
 
     // ---------------------------------------------------------------- transport
 
-    fn decode_error(&self, path: &str, reason: impl Into<String>) -> PveError {
-        PveError::Decode {
-            host: self.address.clone(),
-            path: path.to_string(),
-            reason: reason.into(),
-        }
+    pub(super) fn decode_error(&self, path: &str, reason: impl Into<String>) -> PveError {
+        PveError::Decode { host: self.address.clone(), path: path.to_string(), reason: reason.into() }
     }
 
     /// One API call: authentication, a single re-login on 401, bounded retries, error mapping.
-    fn call(
+    pub(super) fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(String, String)],
         form: Option<&[(String, String)]>,
     ) -> Result<Value, PveError> {
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/{path}")
-        };
+        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
         let body = form.map(encode_form);
         let idempotent = method == Method::GET;
         let mut relogged = false;
@@ -370,11 +313,7 @@ impl PveClient {
             let outcome = self.send(&method, &path, query, body.as_deref(), ticket.as_deref());
             let retry_allowed = attempt < self.settings.retries;
             match outcome {
-                Outcome::Answer {
-                    status,
-                    reason,
-                    body,
-                } => {
+                Outcome::Answer { status, reason, body } => {
                     if (200..300).contains(&status) {
                         return self.data(&path, &body);
                     }
@@ -399,8 +338,7 @@ impl PveClient {
                 }
                 Outcome::Failed(err) => {
                     let mapped = self.transport_error(&path, &err);
-                    let retryable =
-                        matches!(mapped, PveError::Connect { .. } | PveError::Timeout { .. });
+                    let retryable = matches!(mapped, PveError::Connect { .. } | PveError::Timeout { .. });
                     // A write whose connection never opened was not sent: repeating it is safe.
                     if retryable && retry_allowed && (idempotent || err.is_connect()) {
                         self.backoff(&method, &path, attempt, &mapped.to_string());
@@ -414,8 +352,7 @@ impl PveClient {
     }
 
     fn backoff(&self, method: &Method, path: &str, attempt: u32, why: &str) {
-        let delay = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(4)))
-            .min(Duration::from_secs(2));
+        let delay = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(4))).min(Duration::from_secs(2));
         tracing::debug!(%method, path, attempt = attempt + 1, ?delay, why, "retrying");
         std::thread::sleep(delay);
     }
@@ -449,10 +386,7 @@ impl PveClient {
         let mut request = self.http.request(method.clone(), url).headers(headers);
         if let Some(form) = form {
             request = request
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(form.to_string());
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -468,11 +402,7 @@ impl PveClient {
             .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
         tracing::debug!(%method, path, status, "pve answer");
         match response.bytes() {
-            Ok(body) => Outcome::Answer {
-                status,
-                reason,
-                body: body.to_vec(),
-            },
+            Ok(body) => Outcome::Answer { status, reason, body: body.to_vec() },
             Err(e) => Outcome::Failed(e),
         }
     }
@@ -525,47 +455,31 @@ impl PveClient {
         ]);
         tracing::debug!(user = %self.settings.user, for_path, "logging in to Proxmox");
         match self.send(&Method::POST, path, &[], Some(&form), None) {
-            Outcome::Answer {
-                status: 200..=299,
-                body,
-                ..
-            } => {
+            Outcome::Answer { status: 200..=299, body, .. } => {
                 let data = self.data(path, &body)?;
                 let field = |name: &str| {
                     let text = data.get(name).and_then(Value::as_str).unwrap_or_default();
-                    let mut value = HeaderValue::from_str(text).map_err(|_| {
-                        self.decode_error(path, format!("`{name}` is missing or not header-safe"))
-                    })?;
+                    let mut value = HeaderValue::from_str(text)
+                        .map_err(|_| self.decode_error(path, format!("`{name}` is missing or not header-safe")))?;
                     value.set_sensitive(true);
                     Ok::<_, PveError>(value)
                 };
                 if data.get("NeedTFA").is_some_and(|v| v.as_u64() == Some(1)) {
-                    return Err(self.decode_error(
-                        path,
-                        "the account requires two-factor login; use an API token",
-                    ));
+                    return Err(self.decode_error(path, "the account requires two-factor login; use an API token"));
                 }
-                let ticket = data
-                    .get("ticket")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let ticket = data.get("ticket").and_then(Value::as_str).unwrap_or_default();
                 let mut cookie = HeaderValue::from_str(&format!("PVEAuthCookie={ticket}"))
                     .map_err(|_| self.decode_error(path, "the ticket is not header-safe"))?;
                 cookie.set_sensitive(true);
                 if ticket.is_empty() {
                     return Err(self.decode_error(path, "no ticket in the login answer"));
                 }
-                Ok(Ticket {
-                    cookie,
-                    csrf: field("CSRFPreventionToken")?,
-                })
+                Ok(Ticket { cookie, csrf: field("CSRFPreventionToken")? })
             }
             Outcome::Answer { status: 401, .. } => Err(self.auth_error(for_path)),
-            Outcome::Answer {
-                status,
-                reason,
-                body,
-            } => Err(self.answer_error(&Method::POST, path, status, reason, &body)),
+            Outcome::Answer { status, reason, body } => {
+                Err(self.answer_error(&Method::POST, path, status, reason, &body))
+            }
             Outcome::Failed(e) => Err(self.transport_error(path, &e)),
         }
     }
@@ -576,28 +490,14 @@ impl PveClient {
         }
         let mut envelope: Value = serde_json::from_slice(body)
             .map_err(|e| self.decode_error(path, format!("the answer is not JSON: {e}")))?;
-        Ok(envelope
-            .get_mut("data")
-            .map(Value::take)
-            .unwrap_or(Value::Null))
+        Ok(envelope.get_mut("data").map(Value::take).unwrap_or(Value::Null))
     }
 
     fn auth_error(&self, path: &str) -> PveError {
-        PveError::Auth {
-            user: self.settings.user.clone(),
-            host: self.address.clone(),
-            path: path.to_string(),
-        }
+        PveError::Auth { user: self.settings.user.clone(), host: self.address.clone(), path: path.to_string() }
     }
 
-    fn answer_error(
-        &self,
-        method: &Method,
-        path: &str,
-        status: u16,
-        reason: Option<String>,
-        body: &[u8],
-    ) -> PveError {
+    fn answer_error(&self, method: &Method, path: &str, status: u16, reason: Option<String>, body: &[u8]) -> PveError {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         let body_message = json
             .as_ref()
@@ -607,25 +507,18 @@ impl PveClient {
             .filter(|m| !m.is_empty());
         // Real PVE puts the message in the status line; the body often has only `data: null`.
         let message = body_message
-            .or(reason
-                .map(|r| r.trim().to_string())
-                .filter(|r| !r.is_empty()))
-            .or_else(|| {
-                reqwest::StatusCode::from_u16(status)
-                    .ok()
-                    .and_then(|s| s.canonical_reason())
-                    .map(String::from)
-            })
+            .or(reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()))
+            .or_else(|| reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).map(String::from))
             .unwrap_or_default();
         let mut field_errors = BTreeMap::new();
         if let Some(Value::Object(errors)) = json.as_ref().and_then(|j| j.get("errors")) {
             for (k, v) in errors {
-                let text = v
-                    .as_str()
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_else(|| v.to_string());
+                let text = v.as_str().map(|s| s.trim().to_string()).unwrap_or_else(|| v.to_string());
                 field_errors.insert(k.clone(), text);
             }
+        }
+        if let Some(refused) = self.vm_refusal(method, path, status, &message) {
+            return refused;
         }
         if matches!(status, 595 | 596) {
             return PveError::NodeUnreachable {
@@ -646,37 +539,36 @@ impl PveClient {
         }
     }
 
+    /// The typed error for a VM's refusal PVE reports as a 500 with a known message:
+    /// a VM lock, the config lock timeout, a digest mismatch, the wrong run state.
+    fn vm_refusal(&self, method: &Method, path: &str, status: u16, message: &str) -> Option<PveError> {
+        if status != 500 {
+            return None;
+        }
+        let (node, vmid) = vm_of_path(path)?;
+        let (host, method, path, message) =
+            (self.address.clone(), method.to_string(), path.to_string(), message.to_string());
+        Some(match Refusal::of(&message)? {
+            Refusal::Locked(lock) => PveError::Locked { host, method, path, node, vmid, lock },
+            Refusal::LockTimeout => PveError::LockTimeout { host, method, path, node, vmid, message },
+            Refusal::DigestMismatch => PveError::DigestMismatch { host, method, path, node, vmid, message },
+            Refusal::NotRunning => PveError::RunState { host, method, path, node, vmid, running: false, message },
+            Refusal::AlreadyRunning => PveError::RunState { host, method, path, node, vmid, running: true, message },
+        })
+    }
+
     fn transport_error(&self, path: &str, err: &reqwest::Error) -> PveError {
         let host = self.address.clone();
         let path = path.to_string();
         if let Some(reason) = tls_failure(err) {
-            let fingerprint = self
-                .seen_fingerprint
-                .lock()
-                .ok()
-                .and_then(|f| *f)
-                .map(|f| tls::format_fingerprint(&f));
-            return PveError::Tls {
-                host,
-                path,
-                reason,
-                fingerprint,
-                pinned: self.pinned,
-            };
+            let fingerprint = self.seen_fingerprint.lock().ok().and_then(|f| *f).map(|f| tls::format_fingerprint(&f));
+            return PveError::Tls { host, path, reason, fingerprint, pinned: self.pinned };
         }
         if err.is_timeout() {
-            let after = if err.is_connect() {
-                self.settings.connect_timeout
-            } else {
-                self.settings.timeout
-            };
+            let after = if err.is_connect() { self.settings.connect_timeout } else { self.settings.timeout };
             return PveError::Timeout { host, path, after };
         }
-        PveError::Connect {
-            host,
-            path,
-            reason: innermost(err),
-        }
+        PveError::Connect { host, path, reason: innermost(err) }
     }
 }
 
@@ -703,10 +595,7 @@ fn tls_failure(err: &reqwest::Error) -> Option<String> {
         }
         // io::Error hides its payload from `source()` (and hyper nests one io::Error in another):
         // step into the payload itself.
-        source = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
+        source = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
@@ -744,10 +633,7 @@ mod tests {
 
     #[test]
     fn node_is_read_from_node_paths_only() {
-        assert_eq!(
-            node_of("/nodes/pve2/qemu/101/config").as_deref(),
-            Some("pve2")
-        );
+        assert_eq!(node_of("/nodes/pve2/qemu/101/config").as_deref(), Some("pve2"));
         assert_eq!(node_of("/cluster/resources"), None);
     }
 
@@ -771,49 +657,52 @@ mod tests {
         s.token_secret = Some(Secret::new("tok-secret-42"));
         let client = PveClient::new(s.clone()).unwrap();
         let shown = format!("{s:?} {client:?}");
-        assert!(
-            !shown.contains("hunter2-secret") && !shown.contains("tok-secret-42"),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter2-secret") && !shown.contains("tok-secret-42"), "{shown}");
     }
 
     #[test]
     fn error_message_falls_back_to_the_status_line_and_595_names_the_node() {
         let client = PveClient::new(settings()).unwrap();
         let path = "/nodes/pve1/qemu/101/status/start";
-        let reason = Some("VM is locked (backup)".to_string());
-        let err = client.answer_error(&Method::POST, path, 500, reason, br#"{"data":null}"#);
-        assert!(
-            matches!(&err, PveError::Api { status: 500, message, .. } if message == "VM is locked (backup)"),
-            "{err}"
-        );
+        let reason = Some("service busy".to_string());
+        let err = client.answer_error(&Method::POST, path, 503, reason, br#"{"data":null}"#);
+        assert!(matches!(&err, PveError::Api { status: 503, message, .. } if message == "service busy"), "{err}");
         let err = client.answer_error(&Method::GET, path, 595, None, b"");
-        assert!(
-            matches!(&err, PveError::NodeUnreachable { node: Some(n), .. } if n == "pve1"),
-            "{err}"
-        );
+        assert!(matches!(&err, PveError::NodeUnreachable { node: Some(n), .. } if n == "pve1"), "{err}");
         assert!(err.to_string().contains("pve1"), "{err}");
         let body = br#"{"data":null,"message":"Parameter verification failed.\n","errors":{"ipconfig0":"bad"}}"#;
-        let err = client.answer_error(
-            &Method::PUT,
-            path,
-            400,
-            Some("Parameter verification failed.".into()),
-            body,
-        );
-        let PveError::Api {
-            message,
-            field_errors,
-            ..
-        } = &err
-        else {
-            panic!("{err}")
-        };
+        let err = client.answer_error(&Method::PUT, path, 400, Some("Parameter verification failed.".into()), body);
+        let PveError::Api { message, field_errors, .. } = &err else { panic!("{err}") };
         assert_eq!(message, "Parameter verification failed.");
-        assert_eq!(
-            field_errors.get("ipconfig0").map(String::as_str),
-            Some("bad")
-        );
+        assert_eq!(field_errors.get("ipconfig0").map(String::as_str), Some("bad"));
+    }
+
+    #[test]
+    fn vm_refusals_are_typed_and_name_the_vm() {
+        let client = PveClient::new(settings()).unwrap();
+        let refused = |method: &Method, path: &str, message: &str| {
+            client.answer_error(method, path, 500, Some(message.to_string()), br#"{"data":null}"#)
+        };
+        let start = "/nodes/pve1/qemu/101/status/start";
+        let config = "/nodes/pve2/qemu/102/config";
+        let err = refused(&Method::POST, start, "VM is locked (backup)");
+        assert!(matches!(&err, PveError::Locked { lock, vmid: 101, .. } if lock == "backup"), "{err}");
+        assert_eq!((err.kind(), err.vm()), ("locked", Some(("pve1".to_string(), 101))));
+        let err = refused(&Method::PUT, config, "can't lock file '/var/lock/qemu-server/lock-102.conf' - got timeout");
+        assert_eq!(err.kind(), "lock_timeout", "{err}");
+        assert!(err.to_string().contains("VM 102 on node `pve2`"), "{err}");
+        let err = refused(&Method::PUT, config, "checksum mismatch (file change by other user?)");
+        assert_eq!(err.kind(), "digest_mismatch", "{err}");
+        let err =
+            refused(&Method::PUT, config, "detected modified configuration - file changed by other user? Try again.");
+        assert_eq!(err.kind(), "digest_mismatch", "{err}");
+        assert!(err.to_string().contains(config), "{err}");
+        assert_eq!(refused(&Method::POST, start, "VM 101 not running").kind(), "not_running");
+        assert_eq!(refused(&Method::POST, start, "VM 101 already running").kind(), "already_running");
+        // Not about a VM, or not a known refusal: a plain API error, still naming the path.
+        assert_eq!(refused(&Method::PUT, "/cluster/options", "VM is locked (backup)").kind(), "api");
+        let err = refused(&Method::POST, start, "QEMU exited with code 1");
+        assert_eq!((err.kind(), err.vm()), ("api", Some(("pve1".to_string(), 101))));
     }
 
     #[test]
@@ -824,17 +713,9 @@ mod tests {
         let mut s = settings();
         s.password = None;
         let err = PveClient::new(s).unwrap_err();
-        assert!(
-            err.is_setup_error() && err.to_string().contains("PROXMOX_PASSWORD"),
-            "{err}"
-        );
+        assert!(err.is_setup_error() && err.to_string().contains("PROXMOX_PASSWORD"), "{err}");
         let mut s = settings();
         s.token_id = Some("root@pam!k3sx".into());
-        assert!(
-            PveClient::new(s)
-                .unwrap_err()
-                .to_string()
-                .contains("PROXMOX_API_TOKEN_SECRET")
-        );
+        assert!(PveClient::new(s).unwrap_err().to_string().contains("PROXMOX_API_TOKEN_SECRET"));
     }
 }

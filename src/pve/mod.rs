@@ -3,13 +3,17 @@
 mod agent;
 mod client;
 mod error;
+mod power;
+mod tasks;
 pub mod tls;
 mod types;
 
 pub use client::{PveClient, PveSettings, encode_form};
 pub use error::PveError;
+pub use power::{TASK_LOG_TAIL, WriteRequest};
+pub use tasks::{TaskOutcome, TaskState, Upid, task_succeeded};
 pub use tls::{format_fingerprint, parse_fingerprint};
 pub use types::{
-    Cluster, GuestIp, NodeInfo, Vm, VmStatus, normalize_tags, parse_agent_interfaces, parse_nodes,
-    parse_resources, parse_vm_status,
+    Cluster, GuestIp, NodeInfo, Vm, VmStatus, normalize_tags, parse_agent_interfaces, parse_nodes, parse_resources,
+    parse_vm_status,
 };

@@ -45,11 +45,7 @@ pub fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
 
 /// Formats bytes as Proxmox shows fingerprints: upper-case hex pairs joined by `:`.
 pub fn format_fingerprint(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// SHA-256 of a DER certificate.
@@ -92,19 +88,13 @@ enum Mode {
 }
 
 /// Builds the rustls configuration for `trust`; `seen` receives the server's fingerprint.
-pub fn client_config(
-    trust: &Trust,
-    seen: Arc<Mutex<Option<Fingerprint>>>,
-) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(trust: &Trust, seen: Arc<Mutex<Option<Fingerprint>>>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mode = match trust {
         Trust::Pin(fp) => Mode::Pin(*fp),
         Trust::Insecure => Mode::Insecure,
         Trust::Roots(extra) => {
-            match rustls_platform_verifier::Verifier::new_with_extra_roots(
-                extra.iter().cloned(),
-                provider.clone(),
-            ) {
+            match rustls_platform_verifier::Verifier::new_with_extra_roots(extra.iter().cloned(), provider.clone()) {
                 Ok(v) => Mode::Delegate(Arc::new(v)),
                 // No system roots and no CA file: nothing can be trusted, which the
                 // handshake then reports with the fingerprint to pin.
@@ -113,11 +103,7 @@ pub fn client_config(
             }
         }
     };
-    let verifier = ServerVerifier {
-        mode,
-        algorithms: provider.signature_verification_algorithms,
-        seen,
-    };
+    let verifier = ServerVerifier { mode, algorithms: provider.signature_verification_algorithms, seen };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -144,15 +130,11 @@ impl ServerCertVerifier for ServerVerifier {
             Mode::Delegate(inner) => {
                 inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
-            Mode::NoRoots => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            )),
-            Mode::Pin(expected) if constant_time_eq(expected, &fingerprint) => {
-                Ok(ServerCertVerified::assertion())
+            Mode::NoRoots => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+            Mode::Pin(expected) if constant_time_eq(expected, &fingerprint) => Ok(ServerCertVerified::assertion()),
+            Mode::Pin(_) => {
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
             }
-            Mode::Pin(_) => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
             Mode::Insecure => Ok(ServerCertVerified::assertion()),
         }
     }

@@ -16,11 +16,7 @@ pub struct Cluster {
 impl Cluster {
     /// Names of the nodes that are not online.
     pub fn offline_nodes(&self) -> Vec<&str> {
-        self.nodes
-            .iter()
-            .filter(|n| !n.online)
-            .map(|n| n.name.as_str())
-            .collect()
+        self.nodes.iter().filter(|n| !n.online).map(|n| n.name.as_str()).collect()
     }
 }
 
@@ -123,28 +119,19 @@ pub fn parse_resources(data: &Value) -> Result<Cluster, String> {
             Some("node") => {
                 let name = opt_string(item.get("node")).ok_or("a node resource without `node`")?;
                 let status = opt_string(item.get("status")).unwrap_or_else(|| "unknown".into());
-                cluster.nodes.push(NodeInfo {
-                    online: status == "online",
-                    name,
-                    status,
-                });
+                cluster.nodes.push(NodeInfo { online: status == "online", name, status });
             }
             Some("qemu") => cluster.vms.push(parse_vm(item)?),
             _ => {} // lxc, storage, sdn, pool: not ours
         }
     }
     cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    cluster
-        .vms
-        .sort_by(|a, b| (&a.node, a.vmid).cmp(&(&b.node, b.vmid)));
+    cluster.vms.sort_by(|a, b| (&a.node, a.vmid).cmp(&(&b.node, b.vmid)));
     Ok(cluster)
 }
 
 fn parse_vm(item: &Value) -> Result<Vm, String> {
-    let vmid = item
-        .get("vmid")
-        .and_then(as_u64)
-        .and_then(|n| u32::try_from(n).ok());
+    let vmid = item.get("vmid").and_then(as_u64).and_then(|n| u32::try_from(n).ok());
     let vmid = vmid.ok_or_else(|| format!("a qemu resource without a valid `vmid`: {item}"))?;
     let node = opt_string(item.get("node")).ok_or_else(|| format!("VM {vmid} without `node`"))?;
     Ok(Vm {
@@ -152,11 +139,7 @@ fn parse_vm(item: &Value) -> Result<Vm, String> {
         vmid,
         name: opt_string(item.get("name")),
         status: opt_string(item.get("status")).unwrap_or_else(|| "unknown".into()),
-        tags: item
-            .get("tags")
-            .and_then(Value::as_str)
-            .map(normalize_tags)
-            .unwrap_or_default(),
+        tags: item.get("tags").and_then(Value::as_str).map(normalize_tags).unwrap_or_default(),
         template: as_flag(item.get("template")),
         lock: opt_string(item.get("lock")),
     })
@@ -169,11 +152,7 @@ pub fn parse_nodes(data: &Value) -> Result<Vec<NodeInfo>, String> {
     for item in items {
         let name = opt_string(item.get("node")).ok_or("a node without `node`")?;
         let status = opt_string(item.get("status")).unwrap_or_else(|| "unknown".into());
-        nodes.push(NodeInfo {
-            online: status == "online",
-            name,
-            status,
-        });
+        nodes.push(NodeInfo { online: status == "online", name, status });
     }
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(nodes)
@@ -193,15 +172,10 @@ pub fn parse_vm_status(data: &Value) -> Result<VmStatus, String> {
 /// Parses `agent/network-get-interfaces`: every address except loopback and link-local ones.
 pub fn parse_agent_interfaces(data: &Value) -> Result<Vec<GuestIp>, String> {
     let list = data.get("result").unwrap_or(data);
-    let list = list
-        .as_array()
-        .ok_or("expected a `result` list of interfaces")?;
+    let list = list.as_array().ok_or("expected a `result` list of interfaces")?;
     let mut out = Vec::new();
     for iface in list {
-        let name = iface
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let name = iface.get("name").and_then(Value::as_str).unwrap_or_default();
         if name == "lo" || name.starts_with("lo:") {
             continue;
         }
@@ -217,15 +191,8 @@ pub fn parse_agent_interfaces(data: &Value) -> Result<Vec<GuestIp>, String> {
             if is_loopback_or_link_local(&ip) {
                 continue;
             }
-            let prefix = addr
-                .get("prefix")
-                .and_then(as_u64)
-                .and_then(|p| u8::try_from(p).ok());
-            out.push(GuestIp {
-                interface: name.to_string(),
-                ip,
-                prefix,
-            });
+            let prefix = addr.get("prefix").and_then(as_u64).and_then(|p| u8::try_from(p).ok());
+            out.push(GuestIp { interface: name.to_string(), ip, prefix });
         }
     }
     Ok(out)
@@ -234,9 +201,7 @@ pub fn parse_agent_interfaces(data: &Value) -> Result<Vec<GuestIp>, String> {
 fn is_loopback_or_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
 
@@ -274,19 +239,10 @@ mod tests {
         ]);
         let c = parse_resources(&data).unwrap();
         let ids: Vec<u32> = c.vms.iter().map(|v| v.vmid).collect();
-        assert_eq!(
-            ids,
-            [101, 103, 900, 102],
-            "sorted by (node, vmid), lxc dropped"
-        );
+        assert_eq!(ids, [101, 103, 900, 102], "sorted by (node, vmid), lxc dropped");
         let v101 = &c.vms[0];
         assert_eq!(
-            (
-                v101.name.as_deref(),
-                v101.tags.len(),
-                v101.template,
-                v101.lock.as_deref()
-            ),
+            (v101.name.as_deref(), v101.tags.len(), v101.template, v101.lock.as_deref()),
             (None, 0, false, None)
         );
         assert_eq!(c.vms[1].name, None, "null name is no name");
@@ -294,10 +250,7 @@ mod tests {
         assert!(c.vms[2].template);
         assert!(c.vms[3].has_tag("k3s-agent") && c.vms[3].has_tag("K3S-AGENT"));
         assert_eq!(
-            c.nodes
-                .iter()
-                .map(|n| (n.name.as_str(), n.online))
-                .collect::<Vec<_>>(),
+            c.nodes.iter().map(|n| (n.name.as_str(), n.online)).collect::<Vec<_>>(),
             [("pve1", true), ("pve2", false)]
         );
         assert_eq!(c.offline_nodes(), ["pve2"]);
@@ -321,19 +274,15 @@ mod tests {
             {"name": "eth1"}
         ]});
         let ips = parse_agent_interfaces(&data).unwrap();
-        let shown: Vec<String> = ips
-            .iter()
-            .map(|i| format!("{}={}/{}", i.interface, i.ip, i.prefix.unwrap()))
-            .collect();
+        let shown: Vec<String> =
+            ips.iter().map(|i| format!("{}={}/{}", i.interface, i.ip, i.prefix.unwrap())).collect();
         assert_eq!(shown, ["eth0=10.10.0.201/24", "eth0=2001:db8::5/64"]);
     }
 
     #[test]
     fn vm_status_reads_agent_flag_and_lock() {
-        let s = parse_vm_status(
-            &json!({"status": "running", "qmpstatus": "running", "agent": 1, "uptime": 5,
-                                         "lock": "snapshot"}),
-        )
+        let s = parse_vm_status(&json!({"status": "running", "qmpstatus": "running", "agent": 1, "uptime": 5,
+                                         "lock": "snapshot"}))
         .unwrap();
         assert!(s.agent);
         assert_eq!(s.lock.as_deref(), Some("snapshot"));

@@ -28,8 +28,9 @@ pub fn render_eval_error(err: &EvalAltResult, source: &str) -> (String, ExitCode
                 Some(k) if CONFIG_KINDS.contains(&k) => ExitCode::Usage,
                 _ => ExitCode::Failed,
             };
-            // `fail("...")` is the script's own verdict: no source excerpt needed.
-            if kind.as_deref() == Some("failed") {
+            // `fail("...")` is the script's own verdict, and a setup error (credentials, TLS,
+            // configuration) is fixed in a setting, not in the script: the message alone.
+            if kind.as_deref() == Some("failed") || code == ExitCode::Usage {
                 return (error_message(value), code);
             }
             (error_message(value), code)

@@ -39,6 +39,7 @@ pub fn build_engine(host: &Arc<Host>) -> Engine {
     engine.on_var(move |name, _, _| Ok(vars.get(name).cloned()));
 
     engine.register_global_module(api::core::module(host).into());
+    engine.register_static_module("ipam", api::ipam::module(host).into());
     engine.register_static_module("k3s", api::k3s::module(host).into());
     engine.register_static_module("pve", api::pve::module(host).into());
     engine.register_static_module("ssh", api::ssh::module(host).into());

@@ -157,7 +157,11 @@ print(k3s::compare("v1.32.9+k3s1", "v1.32.9+k3s1"));"#,
 #[test]
 fn json_output_is_one_object() {
     let srv = server("v1.33.4+k3s1");
-    let run = Test::new().file("k3sx.json", &config(&srv, "v1.32.4+k3s1")).args(&["--json", "check-version"]).run().status(0);
+    let run =
+        Test::new().file("k3sx.json", &config(&srv, "v1.32.4+k3s1")).args(&["--json", "check-version"]).run().status(0);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"configured": "v1.32.4+k3s1", "latest": "v1.33.4+k3s1", "channel": "stable", "status": "outdated"}));
+    assert_eq!(
+        v,
+        serde_json::json!({"configured": "v1.32.4+k3s1", "latest": "v1.33.4+k3s1", "channel": "stable", "status": "outdated"})
+    );
 }

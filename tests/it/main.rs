@@ -7,6 +7,7 @@ mod lab;
 mod check_version;
 mod cli;
 mod config;
+mod discover;
 mod docs;
 mod pve_client;
 mod repl;

@@ -68,10 +68,7 @@ fn password_settings(pve: &FakePve, password: &str) -> PveSettings {
 }
 
 fn api_calls(pve: &FakePve) -> Vec<String> {
-    pve.requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.api_path()))
-        .collect()
+    pve.requests().iter().map(|r| format!("{} {}", r.method, r.api_path())).collect()
 }
 
 #[test]
@@ -97,10 +94,7 @@ fn token_auth_discovers_nodes_and_vms_in_one_request() {
             let name = v.name.as_deref().unwrap_or("-");
             let lock = v.lock.as_deref().unwrap_or("-");
             let tags = v.tags.join(",");
-            format!(
-                "{} {} {name} {} [{tags}] {} {lock}",
-                v.node, v.vmid, v.status, v.template
-            )
+            format!("{} {} {name} {} [{tags}] {} {lock}", v.node, v.vmid, v.status, v.template)
         })
         .collect();
     assert_eq!(
@@ -116,11 +110,7 @@ fn token_auth_discovers_nodes_and_vms_in_one_request() {
         ],
         "qemu only (container 200 dropped), sorted by (node, vmid), tags normalised"
     );
-    let nodes: Vec<(&str, bool)> = cluster
-        .nodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.online))
-        .collect();
+    let nodes: Vec<(&str, bool)> = cluster.nodes.iter().map(|n| (n.name.as_str(), n.online)).collect();
     assert_eq!(nodes, [("pve1", true), ("pve2", true), ("pve3", false)]);
     assert_eq!(cluster.offline_nodes(), ["pve3"]);
 }
@@ -154,9 +144,7 @@ fn wrong_token_secret_is_an_auth_error_without_the_secret() {
 fn password_auth_logs_in_once_and_encodes_the_password() {
     // `;`, `&` and a space would cut the login form short if sent unencoded.
     let password = "pa;ss&w ord";
-    let Some(pve) =
-        FakePve::start(json!({"password": password, "vms": [{"vmid": 101, "name": "a"}]}))
-    else {
+    let Some(pve) = FakePve::start(json!({"password": password, "vms": [{"vmid": 101, "name": "a"}]})) else {
         return;
     };
     let client = PveClient::new(password_settings(&pve, password)).unwrap();
@@ -164,18 +152,11 @@ fn password_auth_logs_in_once_and_encodes_the_password() {
     client.vm_status("pve1", 101).unwrap();
     assert_eq!(
         api_calls(&pve),
-        [
-            "POST /access/ticket",
-            "GET /cluster/resources",
-            "GET /nodes/pve1/qemu/101/status/current"
-        ]
+        ["POST /access/ticket", "GET /cluster/resources", "GET /nodes/pve1/qemu/101/status/current"]
     );
     assert_eq!(client.requests_sent(), 3);
     let login = &pve.requests()[0];
-    assert_eq!(
-        login.body, "username=root%40pam&password=***",
-        "fakepve redacts the password it logs"
-    );
+    assert_eq!(login.body, "username=root%40pam&password=***", "fakepve redacts the password it logs");
 }
 
 #[test]
@@ -190,11 +171,7 @@ fn parallel_first_requests_share_one_login() {
             s.spawn(move || client.vm_status("pve1", 101).unwrap());
         }
     });
-    let logins = pve
-        .requests()
-        .iter()
-        .filter(|r| r.api_path() == "/access/ticket")
-        .count();
+    let logins = pve.requests().iter().filter(|r| r.api_path() == "/access/ticket").count();
     assert_eq!(logins, 1);
 }
 
@@ -206,12 +183,7 @@ fn revoked_ticket_is_renewed_once_and_the_write_retried() {
     let client = PveClient::new(password_settings(&pve, PASSWORD)).unwrap();
     client.cluster().unwrap();
     pve.revoke_tickets();
-    client
-        .put(
-            "/nodes/pve1/qemu/101/config",
-            &[("description".into(), "renewed".into())],
-        )
-        .unwrap();
+    client.put("/nodes/pve1/qemu/101/config", &[("description".into(), "renewed".into())]).unwrap();
     assert_eq!(
         api_calls(&pve),
         [
@@ -237,27 +209,16 @@ fn wrong_password_is_an_auth_error_that_never_shows_the_password() {
         assert_eq!(err.kind(), "auth", "{err}");
         let message = err.to_string();
         assert!(
-            message.starts_with(&format!(
-                "authentication failed for `{USER}` at {}:{}",
-                pve.host(),
-                pve.port()
-            )),
+            message.starts_with(&format!("authentication failed for `{USER}` at {}:{}", pve.host(), pve.port())),
             "{message}"
         );
         let shown = format!("{message} {err:?} {client:?}");
         assert!(!shown.contains(wrong), "{shown}");
         let again = client.vm_status("pve1", 101).unwrap_err();
         assert_eq!(again.kind(), "auth");
-        assert_eq!(
-            api_calls(&pve),
-            ["POST /access/ticket"],
-            "a refused password is not sent again"
-        );
+        assert_eq!(api_calls(&pve), ["POST /access/ticket"], "a refused password is not sent again");
     });
-    assert!(
-        logs.contains("logging in"),
-        "the trace capture works: {logs}"
-    );
+    assert!(logs.contains("logging in"), "the trace capture works: {logs}");
     assert!(!logs.contains(wrong), "{logs}");
 }
 
@@ -293,28 +254,16 @@ fn untrusted_certificate_is_a_tls_error_showing_the_server_fingerprint() {
     let mut s = token_settings(&pve);
     s.ca_file = None;
     let err = PveClient::new(s).unwrap().cluster().unwrap_err();
-    let PveError::Tls {
-        fingerprint,
-        pinned,
-        ..
-    } = &err
-    else {
+    let PveError::Tls { fingerprint, pinned, .. } = &err else {
         panic!("expected a TLS error, got {err}")
     };
     assert_eq!(fingerprint.as_deref(), Some(pve.fingerprint()));
     assert!(!pinned);
     let message = err.to_string();
-    for needle in [
-        "PROXMOX_CA_FILE",
-        "PROXMOX_TLS_FINGERPRINT",
-        "PROXMOX_SSL_VERIFY=false",
-        pve.fingerprint(),
-        pve.host(),
-    ] {
-        assert!(
-            message.contains(needle),
-            "`{needle}` missing from: {message}"
-        );
+    for needle in
+        ["PROXMOX_CA_FILE", "PROXMOX_TLS_FINGERPRINT", "PROXMOX_SSL_VERIFY=false", pve.fingerprint(), pve.host()]
+    {
+        assert!(message.contains(needle), "`{needle}` missing from: {message}");
     }
     assert_eq!(err.kind(), "tls");
     assert!(err.is_setup_error());
@@ -335,18 +284,11 @@ fn pinned_fingerprint_is_accepted_in_any_spelling() {
         return;
     };
     let bare_lower = pve.fingerprint().replace(':', "").to_lowercase();
-    for pin in [
-        pve.fingerprint().to_string(),
-        pve.fingerprint().to_lowercase(),
-        bare_lower,
-    ] {
+    for pin in [pve.fingerprint().to_string(), pve.fingerprint().to_lowercase(), bare_lower] {
         let mut s = token_settings(&pve);
         s.ca_file = None;
         s.fingerprint = Some(pin.clone());
-        PveClient::new(s)
-            .unwrap()
-            .nodes()
-            .unwrap_or_else(|e| panic!("pin {pin}: {e}"));
+        PveClient::new(s).unwrap().nodes().unwrap_or_else(|e| panic!("pin {pin}: {e}"));
     }
 }
 
@@ -359,21 +301,12 @@ fn wrong_pin_is_refused_and_shows_the_real_fingerprint() {
     s.fingerprint = Some(["AB"; 32].join(":"));
     // The CA file would trust the server: a pin must still win.
     let err = PveClient::new(s).unwrap().nodes().unwrap_err();
-    let PveError::Tls {
-        fingerprint,
-        pinned,
-        ..
-    } = &err
-    else {
+    let PveError::Tls { fingerprint, pinned, .. } = &err else {
         panic!("expected a TLS error, got {err}")
     };
     assert!(pinned);
     assert_eq!(fingerprint.as_deref(), Some(pve.fingerprint()));
-    assert!(
-        err.to_string()
-            .contains("does not match PROXMOX_TLS_FINGERPRINT"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("does not match PROXMOX_TLS_FINGERPRINT"), "{err}");
     assert!(pve.requests().is_empty());
 }
 
@@ -388,12 +321,7 @@ fn disabled_verification_connects_to_an_untrusted_server() {
     let logs = capture_traces(|| {
         PveClient::new(s).unwrap().nodes().unwrap();
     });
-    assert_eq!(
-        logs.matches("TLS verification of the Proxmox API is disabled")
-            .count(),
-        1,
-        "{logs}"
-    );
+    assert_eq!(logs.matches("TLS verification of the Proxmox API is disabled").count(), 1, "{logs}");
 }
 
 #[test]
@@ -401,17 +329,8 @@ fn put_value_with_semicolon_and_ampersand_arrives_intact() {
     let Some((pve, client)) = token_lab() else {
         return;
     };
-    client
-        .put(
-            "/nodes/pve1/qemu/104/config",
-            &[("description".into(), "a;b&c".into())],
-        )
-        .unwrap();
-    let put = pve
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "PUT")
-        .unwrap();
+    client.put("/nodes/pve1/qemu/104/config", &[("description".into(), "a;b&c".into())]).unwrap();
+    let put = pve.requests().into_iter().find(|r| r.method == "PUT").unwrap();
     assert_eq!(put.api_path(), "/nodes/pve1/qemu/104/config");
     assert_eq!(put.body, "description=a%3Bb%26c");
     assert_eq!(pve.vm(104)["config"]["description"], "a;b&c");
@@ -422,18 +341,8 @@ fn parameter_errors_carry_the_field_names() {
     let Some((_pve, client)) = token_lab() else {
         return;
     };
-    let err = client
-        .put(
-            "/nodes/pve1/qemu/104/config",
-            &[("cores".into(), "many".into())],
-        )
-        .unwrap_err();
-    let PveError::Api {
-        status,
-        field_errors,
-        ..
-    } = &err
-    else {
+    let err = client.put("/nodes/pve1/qemu/104/config", &[("cores".into(), "many".into())]).unwrap_err();
+    let PveError::Api { status, field_errors, .. } = &err else {
         panic!("expected an API error, got {err}")
     };
     assert_eq!(*status, 400);
@@ -450,15 +359,9 @@ fn config_status_and_agent_addresses_are_read() {
     assert_eq!(config["ipconfig0"], "ip=10.10.0.50/24,gw=10.10.0.1");
     assert!(config["digest"].as_str().is_some_and(|d| d.len() == 40));
     let status = client.vm_status("pve2", 105).unwrap();
-    assert_eq!(
-        (status.status.as_str(), status.lock.as_deref()),
-        ("running", Some("backup"))
-    );
+    assert_eq!((status.status.as_str(), status.lock.as_deref()), ("running", Some("backup")));
     let ips = client.agent_ips("pve2", 102).unwrap();
-    let shown: Vec<String> = ips
-        .iter()
-        .map(|i| format!("{} {}/{:?}", i.interface, i.ip, i.prefix))
-        .collect();
+    let shown: Vec<String> = ips.iter().map(|i| format!("{} {}/{:?}", i.interface, i.ip, i.prefix)).collect();
     assert_eq!(shown, ["eth0 10.10.0.201/Some(24)"]);
 }
 
@@ -496,13 +399,7 @@ fn node_going_offline_mid_run_shows_in_the_next_discovery() {
     pve.set_node_offline("pve2", true);
     let cluster = client.cluster().unwrap();
     assert_eq!(cluster.offline_nodes(), ["pve2", "pve3"]);
-    assert!(
-        cluster
-            .vms
-            .iter()
-            .filter(|v| v.node == "pve2")
-            .all(|v| v.status == "unknown")
-    );
+    assert!(cluster.vms.iter().filter(|v| v.node == "pve2").all(|v| v.status == "unknown"));
 }
 
 #[test]
@@ -513,10 +410,7 @@ fn transient_get_failure_is_retried() {
     pve.fail("GET", "/cluster/resources", 503, "service busy", Some(1));
     let client = PveClient::new(token_settings(&pve)).unwrap();
     assert_eq!(client.cluster().unwrap().vms.len(), 7);
-    assert_eq!(
-        api_calls(&pve),
-        ["GET /cluster/resources", "GET /cluster/resources"]
-    );
+    assert_eq!(api_calls(&pve), ["GET /cluster/resources", "GET /cluster/resources"]);
 }
 
 #[test]
@@ -533,10 +427,7 @@ fn dropped_connections_on_a_get_are_retried() {
     }
     // Dropped requests never reach fakepve's log; the client counted them.
     assert_eq!(pve.requests().len(), 10);
-    assert!(
-        client.requests_sent() > 10,
-        "some requests were dropped and sent again"
-    );
+    assert!(client.requests_sent() > 10, "some requests were dropped and sent again");
 }
 
 #[test]
@@ -544,20 +435,9 @@ fn failed_write_is_never_retried() {
     let Some(pve) = FakePve::start(cluster_scenario()) else {
         return;
     };
-    pve.fail(
-        "PUT",
-        "/nodes/pve1/qemu/104/config",
-        503,
-        "service busy",
-        Some(1),
-    );
+    pve.fail("PUT", "/nodes/pve1/qemu/104/config", 503, "service busy", Some(1));
     let client = PveClient::new(token_settings(&pve)).unwrap();
-    let err = client
-        .put(
-            "/nodes/pve1/qemu/104/config",
-            &[("description".into(), "x".into())],
-        )
-        .unwrap_err();
+    let err = client.put("/nodes/pve1/qemu/104/config", &[("description".into(), "x".into())]).unwrap_err();
     assert!(matches!(err, PveError::Api { status: 503, .. }), "{err}");
     assert!(err.to_string().contains("service busy"), "{err}");
     assert_eq!(api_calls(&pve), ["PUT /nodes/pve1/qemu/104/config"]);
@@ -565,9 +445,7 @@ fn failed_write_is_never_retried() {
 
 #[test]
 fn slow_answer_is_a_timeout_naming_host_and_path() {
-    let Some(pve) =
-        FakePve::start(json!({"time_scale": 1, "latency": 3, "tokens": {TOKEN_ID: TOKEN_SECRET}}))
-    else {
+    let Some(pve) = FakePve::start(json!({"time_scale": 1, "latency": 3, "tokens": {TOKEN_ID: TOKEN_SECRET}})) else {
         return;
     };
     let mut s = token_settings(&pve);
@@ -575,10 +453,7 @@ fn slow_answer_is_a_timeout_naming_host_and_path() {
     s.retries = 0;
     let err = PveClient::new(s).unwrap().nodes().unwrap_err();
     assert_eq!(err.kind(), "timeout", "{err}");
-    assert!(
-        err.to_string().contains(pve.host()) && err.to_string().contains("/nodes"),
-        "{err}"
-    );
+    assert!(err.to_string().contains(pve.host()) && err.to_string().contains("/nodes"), "{err}");
 }
 
 #[test]
@@ -586,11 +461,7 @@ fn nothing_listening_is_a_connect_error() {
     let Some(pve) = FakePve::start(json!({})) else {
         return;
     };
-    let port = std::net::TcpListener::bind((pve.host(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind((pve.host(), 0)).unwrap().local_addr().unwrap().port();
     let mut s = password_settings(&pve, PASSWORD);
     s.port = port; // bound and released: nobody listens there now
     s.retries = 1;
@@ -603,19 +474,9 @@ fn transient_595_on_a_get_is_retried() {
     let Some(pve) = FakePve::start(cluster_scenario()) else {
         return;
     };
-    pve.fail_named(
-        "GET",
-        "/nodes/pve1/qemu/101/config",
-        "no_route_to_host",
-        Some(1),
-    );
+    pve.fail_named("GET", "/nodes/pve1/qemu/101/config", "no_route_to_host", Some(1));
     let client = PveClient::new(token_settings(&pve)).unwrap();
-    assert!(
-        client
-            .vm_config("pve1", 101)
-            .unwrap()
-            .contains_key("digest")
-    );
+    assert!(client.vm_config("pve1", 101).unwrap().contains_key("digest"));
     assert_eq!(api_calls(&pve).len(), 2);
 }
 
@@ -627,9 +488,7 @@ fn pve_named_error_on_a_write_is_reported_with_its_message() {
     let path = "/nodes/pve1/qemu/104/config";
     pve.fail_named("PUT", path, "checksum_mismatch_file_change_other", None);
     let client = PveClient::new(token_settings(&pve)).unwrap();
-    let err = client
-        .put(path, &[("description".into(), "x".into())])
-        .unwrap_err();
+    let err = client.put(path, &[("description".into(), "x".into())]).unwrap_err();
     assert!(matches!(err, PveError::Api { status: 500, .. }), "{err}");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(err.to_string().contains(path), "{err}");
@@ -642,10 +501,7 @@ fn ca_file_still_checks_the_host_name_but_a_pin_does_not() {
     let Some(pve) = FakePve::start(scenario) else {
         return;
     };
-    let err = PveClient::new(token_settings(&pve))
-        .unwrap()
-        .nodes()
-        .unwrap_err();
+    let err = PveClient::new(token_settings(&pve)).unwrap().nodes().unwrap_err();
     assert_eq!(err.kind(), "tls", "{err}");
     assert!(err.to_string().contains(pve.fingerprint()), "{err}");
     let mut pinned = token_settings(&pve);

@@ -170,3 +170,24 @@ impl Drop for FixtureServer {
         }
     }
 }
+
+/// The API token the Proxmox lab scenarios of the CLI tests accept.
+pub const PVE_TOKEN_ID: &str = "k3sx";
+pub const PVE_TOKEN_SECRET: &str = "5f0c-lab-token-secret-77a1";
+
+impl Test {
+    /// Points k3sx at a fakepve lab: host, port, CA file and (unless `password` is given) the
+    /// lab's API token.
+    #[allow(dead_code)]
+    pub fn pve(self, pve: &crate::lab::pve::FakePve, password: Option<&str>) -> Self {
+        let t = self
+            .env("PROXMOX_HOST", pve.host())
+            .env("PROXMOX_PORT", &pve.port().to_string())
+            .env("PROXMOX_USER", crate::lab::pve::USER)
+            .env("PROXMOX_CA_FILE", pve.ca_file().to_str().unwrap());
+        match password {
+            Some(pw) => t.env("PROXMOX_PASSWORD", pw),
+            None => t.env("PROXMOX_API_TOKEN_ID", PVE_TOKEN_ID).env("PROXMOX_API_TOKEN_SECRET", PVE_TOKEN_SECRET),
+        }
+    }
+}

@@ -70,10 +70,7 @@ pub fn python() -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let why = format!(
-        "no Python for fakepve at {} (set K3SX_TEST_PYTHON or create .venv)",
-        path.display()
-    );
+    let why = format!("no Python for fakepve at {} (set K3SX_TEST_PYTHON or create .venv)", path.display());
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{why}");
     }
@@ -86,12 +83,7 @@ fn next_host() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
-    format!(
-        "127.{}.{}.{}",
-        100 + pid % 100,
-        (pid / 100) % 250,
-        n % 250 + 2
-    )
+    format!("127.{}.{}.{}", 100 + pid % 100, (pid / 100) % 250, n % 250 + 2)
 }
 
 impl FakePve {
@@ -99,10 +91,7 @@ impl FakePve {
     /// until it answers. `None` (test skipped) when no Python is available; panics on any other failure.
     pub fn start(scenario: Value) -> Option<FakePve> {
         let python = python()?;
-        let dir = tempfile::Builder::new()
-            .prefix("k3sx-fakepve-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("k3sx-fakepve-").tempdir().expect("temp dir");
         let mut scenario = match scenario {
             Value::Object(map) => map,
             Value::Null => serde_json::Map::new(),
@@ -111,11 +100,7 @@ impl FakePve {
         scenario.insert("dir".into(), json!(dir.path()));
         scenario.entry("host").or_insert_with(|| json!(next_host()));
         let scenario_file = dir.path().join("scenario.json");
-        std::fs::write(
-            &scenario_file,
-            serde_json::to_vec_pretty(&scenario).unwrap(),
-        )
-        .expect("write scenario");
+        std::fs::write(&scenario_file, serde_json::to_vec_pretty(&scenario).unwrap()).expect("write scenario");
         let stderr_file = dir.path().join("fakepve.stderr");
         let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/fakepve_lab.py");
         let mut child = Command::new(&python)
@@ -141,18 +126,8 @@ impl FakePve {
             let _ = child.kill();
             let _ = child.wait();
             let log = std::fs::read_to_string(&stderr_file).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            panic!(
-                "fakepve did not start: {why}\n--- its stderr ---\n{}",
-                tail.join("\n")
-            );
+            let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("fakepve did not start: {why}\n--- its stderr ---\n{}", tail.join("\n"));
         };
         let (line, stdout) = match rx.recv_timeout(START_TIMEOUT) {
             Ok(got) => got,
@@ -206,15 +181,10 @@ impl FakePve {
     pub fn command(&self, cmd: Value) -> Value {
         let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
         let io = io.as_mut().expect("fakepve is stopped");
-        writeln!(io.stdin, "{cmd}")
-            .and_then(|_| io.stdin.flush())
-            .expect("fakepve driver is gone");
+        writeln!(io.stdin, "{cmd}").and_then(|_| io.stdin.flush()).expect("fakepve driver is gone");
         let mut line = String::new();
-        io.stdout
-            .read_line(&mut line)
-            .expect("fakepve driver is gone");
-        let answer: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("fakepve driver said {line:?}"));
+        io.stdout.read_line(&mut line).expect("fakepve driver is gone");
+        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("fakepve driver said {line:?}"));
         if answer["ok"] != json!(true) {
             panic!("fakepve command {cmd} failed: {}", answer["error"]);
         }
@@ -252,28 +222,17 @@ impl FakePve {
 
     /// Answers requests whose path ends with `path_suffix` with `status message`, `times` times
     /// (every time when `None`).
-    pub fn fail(
-        &self,
-        method: &str,
-        path_suffix: &str,
-        status: u16,
-        message: &str,
-        times: Option<u32>,
-    ) {
-        self.command(
-            json!({"cmd": "fail", "method": method, "path": path_suffix, "status": status,
-                            "message": message, "times": times}),
-        );
+    pub fn fail(&self, method: &str, path_suffix: &str, status: u16, message: &str, times: Option<u32>) {
+        self.command(json!({"cmd": "fail", "method": method, "path": path_suffix, "status": status,
+                            "message": message, "times": times}));
     }
 
     /// Answers matching requests with one of PVE's own errors, by its catalogue name
     /// (`already_running`, `no_quorum`, ...; see fakepve's `errors_for`). Errors PVE raises inside a
     /// worker answer with a UPID whose task ends in `TASK ERROR`.
     pub fn fail_named(&self, method: &str, path_suffix: &str, error: &str, times: Option<u32>) {
-        self.command(
-            json!({"cmd": "fail", "method": method, "path": path_suffix, "error": error,
-                            "times": times}),
-        );
+        self.command(json!({"cmd": "fail", "method": method, "path": path_suffix, "error": error,
+                            "times": times}));
     }
 
     pub fn clear_faults(&self) {

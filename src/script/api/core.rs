@@ -25,6 +25,7 @@ pub fn module(host: &Arc<Host>) -> Module {
     register_json(&mut m);
     register_parallel(&mut m);
     register_misc(&mut m, host);
+    super::progress::register_all(&mut m, host);
     m
 }
 

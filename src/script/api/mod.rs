@@ -3,7 +3,9 @@
 //! show them.
 
 pub mod core;
+pub mod ipam;
 pub mod k3s;
+pub mod progress;
 pub mod pve;
 pub mod ssh;
 

@@ -155,8 +155,14 @@ fn register_raw(m: &mut Module, host: &Arc<Host>) {
         }
     }
     let methods = [
-        ("post", "`POST` to any API path (a change: printed, not sent, under `--dry-run`); returns `data` (often a task UPID)."),
-        ("put", "`PUT` to any API path (a change: printed, not sent, under `--dry-run`); returns `data`.\n\n```rhai\npve::put(`/nodes/${vm.node}/qemu/${vm.vmid}/config`, #{tags: \"k3s-server;prod\"});\n```"),
+        (
+            "post",
+            "`POST` to any API path (a change: printed, not sent, under `--dry-run`); returns `data` (often a task UPID).",
+        ),
+        (
+            "put",
+            "`PUT` to any API path (a change: printed, not sent, under `--dry-run`); returns `data`.\n\n```rhai\npve::put(`/nodes/${vm.node}/qemu/${vm.vmid}/config`, #{tags: \"k3s-server;prod\"});\n```",
+        ),
         ("delete", "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`."),
     ];
     for (method, doc) in methods {
