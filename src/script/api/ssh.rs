@@ -211,8 +211,9 @@ fn register_hosts(m: &mut Module, host: &Arc<Host>) {
          `vm` is a map with `node` and `vmid`, as `pve::vms()` returns. Returns the key's fingerprint.\n\
          When `CONFIG.ssh.host_keys == \"guest-agent\"`, the workflows call it for every VM before the\n\
          first connection, and a host nobody pinned is checked against known_hosts under the strict\n\
-         policy whatever `ssh.host_key_policy` says (never trusted on first use). Fails with kind `agent_not_running` while the agent is not up, `invalid_key`\n\
-         when the file is not a public key. A read: it runs under `--dry-run` too.\n\n\
+         policy whatever `ssh.host_key_policy` says (never trusted on first use).\n\
+         Fails with kind `agent_not_running` while the agent is not up, `invalid_key` when the file\n\
+         is not a public key. A read: it runs under `--dry-run` too.\n\n\
          ```rhai\nif CONFIG.ssh.host_keys == \"guest-agent\" { ssh::trust_vm(vm, vm.ip); }\n```",
         move |vm: Map, target: &str| -> RhaiResult<String> { trust_vm(&h, &vm, target) },
     );
@@ -313,14 +314,14 @@ fn mask_input(text: &str, input: Option<&str>) -> String {
     }
 }
 
-/// Permission bits as given in a script; a decimal `644` (which sets the sticky bit) is refused.
+/// Permission bits as given in a script. The sticky bit means nothing on a file, and it is
+/// what a decimal `644` (= 0o1204) sets: refused, asking for octal.
 fn file_mode(mode: INT, remote: &str) -> RhaiResult<u32> {
-    let looks_decimal = mode.to_string().chars().all(|c| ('0'..='7').contains(&c)) && mode > 0o777;
     match u32::try_from(mode) {
-        Ok(m) if m <= 0o7777 && !looks_decimal => Ok(m),
+        Ok(m) if m <= 0o7777 && m & 0o1000 == 0 => Ok(m),
         _ => Err(script_error(
             "argument",
-            format!("mode {mode} for `{remote}` is not permission bits: write them in octal, e.g. 0o{mode}"),
+            format!("mode {mode} for `{remote}` is not a file's permission bits: write them in octal, e.g. 0o{mode}"),
             Some(remote),
         )),
     }
@@ -361,4 +362,56 @@ fn ssh_error(e: &SshError, input: Option<&str>) -> Box<EvalAltResult> {
         map.insert("stderr".into(), mask_input(stderr_tail, input).into());
     }
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, rhai::Dynamic)]) -> Map {
+        pairs.iter().map(|(k, v)| ((*k).into(), v.clone())).collect()
+    }
+
+    #[test]
+    fn modes_are_octal_permission_bits_and_a_decimal_644_is_refused() {
+        assert_eq!(file_mode(0o644, "/f").unwrap(), 0o644);
+        assert_eq!(file_mode(0o4755, "/f").unwrap(), 0o4755, "setuid is a file's bit");
+        for bad in [644, 755, 600, -1, 0o17777] {
+            assert!(file_mode(bad, "/f").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_are_checked_and_unknown_ones_refused() {
+        let o = CommandOpts::parse(&Map::new()).unwrap();
+        assert!(o.sudo && o.check && o.input.is_none() && o.timeout.is_none());
+        let o = CommandOpts::parse(&map(&[
+            ("sudo", false.into()),
+            ("check", false.into()),
+            ("input", "x".into()),
+            ("timeout", 1.5_f64.into()),
+        ]))
+        .unwrap();
+        assert!(!o.sudo && !o.check);
+        assert_eq!((o.input.as_deref(), o.timeout), (Some("x"), Some(Duration::from_millis(1500))));
+        assert_eq!(
+            CommandOpts::parse(&map(&[("timeout", (30 as INT).into())])).unwrap().timeout.unwrap().as_secs(),
+            30
+        );
+        for bad in [
+            ("timeout", (0 as INT).into()),
+            ("sudo", "yes".into()),
+            ("input", (1 as INT).into()),
+            ("tiemout", (1 as INT).into()),
+        ] {
+            assert!(CommandOpts::parse(&map(std::slice::from_ref(&bad))).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stdin_is_masked_unless_too_short_to_be_a_secret() {
+        assert_eq!(mask_input("echo s3cret-token", Some("s3cret-token\n")), "echo ***");
+        assert_eq!(mask_input("exit code 1", Some("1")), "exit code 1");
+        assert_eq!(mask_input("x", None), "x");
+    }
 }
