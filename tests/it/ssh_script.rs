@@ -112,6 +112,13 @@ fn dry_run_prints_a_run_without_running_it_and_still_runs_a_query() {
 
     t.run().status(0);
     assert!(dir.join("marker-run").exists() && dir.join("marker-write").exists(), "without --dry-run it runs");
+
+    // The write is now up to date: a dry run compares and says so.
+    let run = t.run_args(&["--dry-run", "run", "t.rhai"]).status(0);
+    assert_eq!(run.stdout.lines().nth(1), Some("false"));
+    run.stderr_has(&format!(
+        "dry-run: on {h}: no need to write /var/lib/rancher/marker-write (mode 0644, 1 bytes): already up to date"
+    ));
 }
 
 #[test]

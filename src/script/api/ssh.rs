@@ -94,16 +94,20 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         "Copies the local file `local` to `remote` on `host` by SFTP, atomically (temporary name, then\n\
          rename), with permission bits `mode` (write it in octal: `0o755`); root-owned paths go through\n\
          `sudo -n install` for a non-root user. Returns true when written, false when the remote file\n\
-         already had this content and mode. A change: under `--dry-run` it is printed, not made, and\n\
-         returns true.\n\n```rhai\nssh::upload(h, \"airgap/k3s\", \"/usr/local/bin/k3s\", 0o755);\n```",
+         already had this content and mode. A change: under `--dry-run` the remote file is compared\n\
+         (a read), the upload printed and not made; it returns whether it would write.\n\n```rhai\nssh::upload(h, \"airgap/k3s\", \"/usr/local/bin/k3s\", 0o755);\n```",
         move |target: &str, local: &str, remote: &str, mode: INT| -> RhaiResult<bool> {
             let mode = file_mode(mode, remote)?;
             let local_path = crate::config::expand_home(std::path::Path::new(local));
             let size = std::fs::metadata(&local_path)
                 .map_err(|e| script_error("local", format!("cannot use local file `{local}`: {e}"), Some(local)))?
                 .len();
-            if dry_run(&h, target, &format!("upload {local} to {remote} (mode {mode:04o}, {size} bytes)"))? {
-                return Ok(true);
+            if h.options.dry_run {
+                let changes =
+                    h.ssh().upload_changes(target, &local_path, remote, mode).map_err(|e| ssh_error(&e, None))?;
+                let what = format!("upload {local} to {remote} (mode {mode:04o}, {size} bytes)");
+                dry_run_note(&h, target, &what, changes)?;
+                return Ok(changes);
             }
             h.ssh().upload(target, &local_path, remote, mode).map_err(|e| ssh_error(&e, None))
         },
@@ -115,12 +119,15 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         &["host: &str", "remote: &str", "text: &str", "mode: INT", "bool"],
         "Writes `text` to `remote` on `host` by SFTP, atomically, with permission bits `mode` (octal:\n\
          `0o600`). Returns true when written, false when the file already had this content and mode.\n\
-         A change: under `--dry-run` it is printed (path and size, never the content), not made, and\n\
-         returns true.\n\n```rhai\nssh::write(h, \"/etc/rancher/k3s/config.yaml\", yaml, 0o600);\n```",
+         A change: under `--dry-run` the remote file is compared (a read), the write printed (path\n\
+         and size, never the content) and not made; it returns whether it would write.\n\n```rhai\nssh::write(h, \"/etc/rancher/k3s/config.yaml\", yaml, 0o600);\n```",
         move |target: &str, remote: &str, text: &str, mode: INT| -> RhaiResult<bool> {
             let mode = file_mode(mode, remote)?;
-            if dry_run(&h, target, &format!("write {remote} (mode {mode:04o}, {} bytes)", text.len()))? {
-                return Ok(true);
+            if h.options.dry_run {
+                let changes =
+                    h.ssh().write_changes(target, remote, text.as_bytes(), mode).map_err(|e| ssh_error(&e, None))?;
+                dry_run_note(&h, target, &format!("write {remote} (mode {mode:04o}, {} bytes)", text.len()), changes)?;
+                return Ok(changes);
             }
             h.ssh().write(target, remote, text.as_bytes(), mode).map_err(|e| ssh_error(&e, None))
         },
@@ -229,7 +236,7 @@ fn command(host: &Host, target: &str, cmd: &str, options: &Map, change: bool) ->
         if let Some(i) = input {
             line.push_str(&format!(" (with {} bytes on stdin)", i.len()));
         }
-        dry_run(host, target, &line)?;
+        dry_run_note(host, target, &line, true)?;
         return Ok(result_map(Output { code: 0, stdout: String::new(), stderr: String::new() }, true));
     }
     let run =
@@ -289,15 +296,14 @@ fn result_map(out: Output, dry_run: bool) -> Map {
     m
 }
 
-/// Under `--dry-run`, prints what would be done on `target` and returns true (do not do it).
-fn dry_run(host: &Host, target: &str, what: &str) -> RhaiResult<bool> {
-    if !host.options.dry_run {
-        return Ok(false);
-    }
+/// The dry-run line for a change on `target`: `would ...`, or that nothing needs doing.
+fn dry_run_note(host: &Host, target: &str, what: &str, changes: bool) -> RhaiResult<()> {
     let pool = host.ssh();
     let shown = pool.target(target).map_err(|e| ssh_error(&e, None))?.display();
-    host.log(Level::Info, &format!("dry-run: on {shown}: would {}", pool.mask(what)));
-    Ok(true)
+    let what = pool.mask(what);
+    let line = if changes { format!("would {what}") } else { format!("no need to {what}: already up to date") };
+    host.log(Level::Info, &format!("dry-run: on {shown}: {line}"));
+    Ok(())
 }
 
 /// The command as the user would see it run, registered secrets masked.
