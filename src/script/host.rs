@@ -121,6 +121,7 @@ impl Host {
                 connect_timeout: Duration::from_secs(s.connect_timeout_secs),
                 command_timeout: Duration::from_secs(s.command_timeout_secs),
             })
+            .with_cancel(self.cancel.clone())
         })
     }
 

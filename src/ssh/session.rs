@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub struct SshPool {
     slots: Mutex<HashMap<String, Slot>>,
     pinned: Mutex<HashMap<String, PublicKey>>,
     secrets: Mutex<Vec<String>>,
+    /// Set by Ctrl-C: running commands and waits stop (see [`SshPool::with_cancel`]).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A command's output as bytes.
@@ -105,7 +108,20 @@ impl SshPool {
             slots: Mutex::new(HashMap::new()),
             pinned: Mutex::new(HashMap::new()),
             secrets: Mutex::new(Vec::new()),
+            cancel: None,
         }
+    }
+
+    /// Makes commands and waits stop with [`SshError::Cancelled`] once `flag` is set (Ctrl-C),
+    /// within a few milliseconds of a command's output poll. The remote command itself may go on:
+    /// its session is closed, not the process killed.
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> SshPool {
+        self.cancel = Some(flag);
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     pub fn settings(&self) -> &SshSettings {
@@ -199,7 +215,11 @@ impl SshPool {
         let start = Instant::now();
         let mut pause = Duration::from_millis(200);
         let mut attempt = 0;
+        let cancelled = || SshError::Cancelled { host: target.display(), what: "waiting for an ssh login".into() };
         loop {
+            if self.cancelled() {
+                return Err(cancelled());
+            }
             attempt += 1;
             // Each attempt's login may take only what is left of the wait.
             let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
@@ -218,7 +238,14 @@ impl SshPool {
                     after: timeout,
                 });
             }
-            std::thread::sleep(pause);
+            // In slices, so Ctrl-C is heard during the pause.
+            let resume = Instant::now() + pause;
+            while Instant::now() < resume {
+                if self.cancelled() {
+                    return Err(cancelled());
+                }
+                std::thread::sleep(Duration::from_millis(50).min(resume.saturating_duration_since(Instant::now())));
+            }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
@@ -271,7 +298,8 @@ impl SshPool {
         let shown = target.display();
         tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
         let shown_cmd = self.shown_command(cmd, sudo);
-        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout };
+        let cancel = self.cancel.as_deref();
+        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout, cancel };
         let out = self.with_session(&target, |sess| run.exec_in(sess))?;
         if sudo && self.uses_sudo() && out.code == 1 {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -313,7 +341,10 @@ impl SshPool {
                     *guard = None;
                 }
                 Err(Fail { error, .. }) => {
-                    if matches!(*error, SshError::Timeout { .. } | SshError::Session { .. }) {
+                    if matches!(
+                        *error,
+                        SshError::Timeout { .. } | SshError::Session { .. } | SshError::Cancelled { .. }
+                    ) {
                         *guard = None;
                     }
                     return Err(*error);
@@ -447,12 +478,13 @@ struct RemoteCommand<'a> {
     shown: &'a str,
     stdin: Option<&'a [u8]>,
     timeout: Duration,
+    cancel: Option<&'a AtomicBool>,
 }
 
 impl RemoteCommand<'_> {
     /// Runs the command on an open session, with a deadline for the whole command.
     fn exec_in(&self, sess: &Session) -> Result<RawOutput, Fail> {
-        let RemoteCommand { host, line: cmd, shown, stdin, timeout } = *self;
+        let RemoteCommand { host, line: cmd, shown, stdin, timeout, cancel } = *self;
         let deadline = Instant::now() + timeout;
         let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
         sess.set_blocking(true);
@@ -503,6 +535,9 @@ impl RemoteCommand<'_> {
                         after: timeout,
                     });
                 }
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(SshError::Cancelled { host: host.into(), what: format!("running `{shown}`") });
+                }
                 if progressed {
                     idle = Duration::from_millis(1);
                 } else {
@@ -511,7 +546,11 @@ impl RemoteCommand<'_> {
                 }
             }
         })();
-        sess.set_blocking(true);
+        // A cancelled command is abandoned: the session stays non-blocking, so closing the
+        // channel (and the session, dropped next) does not wait for the remote command to end.
+        if !matches!(polled, Err(SshError::Cancelled { .. })) {
+            sess.set_blocking(true);
+        }
         polled.map_err(Fail::fatal)?;
 
         let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));

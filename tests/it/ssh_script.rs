@@ -312,3 +312,36 @@ fn guest_agent_pinning_connects_with_an_empty_known_hosts_and_refuses_a_mismatch
         .collect();
     assert_eq!(reads[0], "/nodes/pve1/qemu/101/agent/file-read file=/etc/ssh/ssh_host_ed25519_key.pub");
 }
+
+#[test]
+fn ctrl_c_stops_a_running_remote_command_and_ends_the_script() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let Some(lab) = SshLab::start(1) else { return };
+    let h = lab.host(0).target();
+    let kh = lab.known_hosts(KnownHosts::Plain);
+    let script = format!(
+        "ssh::query({h:?}, \"true\"); print(\"connected\");\n\
+         ssh::query({h:?}, \"sleep 30\");\n\
+         print(\"not reached\");"
+    );
+    let t = lab_test(&lab, &kh, &script);
+    let mut child = t.command().stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "connected\n");
+    std::thread::sleep(Duration::from_millis(500)); // `sleep 30` is running now
+    let sent = Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(5), "took {:?} after Ctrl-C", sent.elapsed());
+    assert_eq!(status.code(), Some(130), "the exit status of a cancelled run");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "the script ended at the cancelled command");
+}

@@ -356,7 +356,11 @@ fn trust_vm(host: &Host, vm: &Map, target: &str) -> RhaiResult<String> {
 
 /// An SSH failure as a catchable script error; a failed command also carries
 /// `host`, `command`, `code` and `stderr` (its last lines), secrets masked.
+/// Ctrl-C ends the whole script, as it does between statements.
 fn ssh_error(e: &SshError, input: Option<&str>) -> Box<EvalAltResult> {
+    if let SshError::Cancelled { .. } = e {
+        return EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into();
+    }
     let mut err = script_error(e.kind(), mask_input(&e.to_string(), input), e.host());
     if let SshError::Command { host, command, code, stderr_tail } = e
         && let EvalAltResult::ErrorRuntime(value, _) = err.as_mut()
