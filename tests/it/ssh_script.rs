@@ -80,6 +80,12 @@ fn a_failing_run_names_host_command_code_and_stderr_tail_and_hides_secrets() {
     assert_eq!(r, json!({"code": 5, "stdout": "out\n", "stderr": "err\n", "dry_run": false}));
     assert_eq!(lines[2], "timeout", "a per-command timeout");
     assert!(lines[3].starts_with("argument unknown ssh option `sudoo`"), "{}", lines[3]);
+
+    // A host given without a port is reached on `ssh.port`.
+    let lab_host = lab.host(0);
+    let script = format!("print(ssh::hostname(\"{}\"));", lab_host.addr);
+    let run = lab_test_with(&lab, &kh, &script, json!({"port": lab_host.port})).run().status(0);
+    assert_eq!(run.stdout, "k3sx-lab-1\n");
 }
 
 #[test]
