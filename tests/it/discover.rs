@@ -181,7 +181,7 @@ fn raw_put_sends_semicolons_and_ampersands_intact_and_dry_run_sends_nothing() {
     let t = Test::new().pve(&pve, None).file("p.rhai", &format!("{put}\n{read}")).file("dry.rhai", put);
     t.run_args(&["--dry-run", "run", "dry.rhai"])
         .status(0)
-        .stderr_has("would PUT /nodes/pve1/qemu/301/config description=a;b&c d");
+        .stderr_has("would PUT /nodes/pve1/qemu/301/config description=\"a;b&c d\"");
     assert!(!pve.requests().iter().any(|r| r.method == "PUT"), "dry run sent a PUT");
     t.run_args(&["run", "p.rhai"]).status(0).stdout_has("a;b&c d");
     let put = pve.requests().into_iter().find(|r| r.method == "PUT").unwrap();

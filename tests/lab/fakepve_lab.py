@@ -37,6 +37,7 @@ import os
 import sys
 
 from fakepve import FakePve
+from fakepve.server import ok
 
 # The protocol owns stdout; anything else printed goes to stderr.
 PROTOCOL = sys.stdout
@@ -95,11 +96,30 @@ def make_pki(directory, names):
 
 
 class LabPve(FakePve):
-    """fakepve, with the query string kept in the request log (fakepve keeps method, path and body)."""
+    """fakepve, with the query string kept in the request log (fakepve keeps method, path and body),
+    and GET .../config answering as real PVE does: pending changes applied unless current=1."""
 
     def _record(self, request, body):
         super()._record(request, body)
         self.requests[-1] = self.requests[-1] + (request.query_string,)
+
+    async def _config_get(self, request):
+        answer = await super()._config_get(request)
+        if request.query.get('current') in ('1', 'true'):
+            return answer
+        vm = self._vm(request, 'VM.Audit')
+        if not vm.pending:
+            return answer
+        cfg = dict(vm.config)
+        for key, value in vm.pending.items():
+            if value is None:
+                cfg.pop(key, None)
+            else:
+                cfg[key] = value
+        if 'memory' in cfg:
+            cfg['memory'] = str(cfg['memory'])
+        cfg['digest'] = vm.digest()
+        return ok(cfg)
 
 
 def build(scenario):

@@ -9,13 +9,17 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 use serde_json::Value;
 
 use super::{RhaiResult, register, script_error};
-use crate::pve::{NodeInfo, PveError, Vm};
+use std::time::Duration;
+
+use crate::pve::{NodeInfo, PveClient, PveError, TaskOutcome, Upid, Vm, WriteRequest};
 use crate::script::Host;
 use crate::ui::Level;
 
 pub fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     register_reads(&mut m, host);
+    register_power(&mut m, host);
+    register_config_writes(&mut m, host);
     register_raw(&mut m, host);
     m
 }
@@ -126,6 +130,219 @@ fn register_reads(m: &mut Module, host: &Arc<Host>) {
     );
 }
 
+/// A power action: under `--dry-run` the request is printed and `()` is returned instead of
+/// a UPID (which `wait_task` accepts).
+fn power(
+    host: &Host,
+    vm: &Map,
+    request: impl Fn(&str, u32) -> WriteRequest,
+    send: impl Fn(&PveClient, &str, u32) -> Result<Upid, PveError>,
+) -> RhaiResult<Dynamic> {
+    let (node, vmid, label) = vm_ref(vm)?;
+    if host.options.dry_run {
+        host.log(Level::Info, &format!("dry-run: {label}: would {}", request(&node, vmid)));
+        return Ok(Dynamic::UNIT);
+    }
+    let upid = host.pve().and_then(|c| send(&c, &node, vmid)).map_err(pve_error(Some(&label)))?;
+    Ok(upid.as_str().to_string().into())
+}
+
+fn secs(seconds: INT) -> RhaiResult<u32> {
+    u32::try_from(seconds).map_err(|_| script_error("argument", format!("{seconds}: expected seconds >= 0"), None))
+}
+
+fn register_power(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "start",
+        &["vm: Map", "Dynamic"],
+        "Starts the VM; returns the task's UPID for `wait_task` (`()` under `--dry-run`, where the\n\
+         request is printed, not sent). PVE refuses to start a running VM: check `status` first.\n\n\
+         ```rhai\nlet upid = pve::start(vm);\nlet outcome = pve::wait_task(upid, 120);\n```",
+        move |vm: Map| power(&h, &vm, WriteRequest::start, |c, n, id| c.start(n, id)),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "stop",
+        &["vm: Map", "Dynamic"],
+        "Stops the VM at once, without a guest shutdown (pulls the plug); returns the UPID.\n\
+         A change: printed, not sent, under `--dry-run`.",
+        move |vm: Map| power(&h, &vm, WriteRequest::stop, |c, n, id| c.stop(n, id)),
+    );
+    for force in [false, true] {
+        let h = host.clone();
+        let shutdown = move |vm: Map, timeout: INT, force: bool| -> RhaiResult<Dynamic> {
+            let t = secs(timeout)?;
+            power(
+                &h,
+                &vm,
+                |n, id| WriteRequest::shutdown(n, id, Some(t), force),
+                |c, n, id| c.shutdown(n, id, Some(t), force),
+            )
+        };
+        if force {
+            register(
+                m,
+                "shutdown",
+                &["vm: Map", "timeout: INT", "force: bool", "Dynamic"],
+                "Graceful shutdown (ACPI) that PVE turns into a hard stop when the guest is not off after\n\
+                 `timeout` seconds and `force` is true; returns the UPID.",
+                shutdown,
+            );
+        } else {
+            register(
+                m,
+                "shutdown",
+                &["vm: Map", "timeout: INT", "Dynamic"],
+                "Asks the guest to shut down (ACPI); the task fails if it is not off after `timeout` seconds.\n\
+                 Returns the UPID (`()` under `--dry-run`). On a stopped VM check `status` first.\n\n\
+                 ```rhai\npve::wait_task(pve::shutdown(vm, 120), 150);\n```",
+                move |vm: Map, timeout: INT| shutdown(vm, timeout, false),
+            );
+        }
+    }
+    let h = host.clone();
+    register(
+        m,
+        "reboot",
+        &["vm: Map", "timeout: INT", "Dynamic"],
+        "Reboots the VM (shutdown with `timeout`, then start, applying pending changes); returns the\n\
+         UPID. The task ends after the shutdown half: `wait_status(vm, \"running\", t)` afterwards.",
+        move |vm: Map, timeout: INT| -> RhaiResult<Dynamic> {
+            let t = secs(timeout)?;
+            power(&h, &vm, |n, id| WriteRequest::reboot(n, id, Some(t)), |c, n, id| c.reboot(n, id, Some(t)))
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "wait_task",
+        &["upid: Dynamic", "timeout: INT", "Map"],
+        "Waits until a task ends: `#{ok, exitstatus, log_tail, seconds}`; `OK` and `WARNINGS: n` are\n\
+         success, and a failed task's `log_tail` holds its last log lines. A task still running after\n\
+         `timeout` seconds is an error of kind `timeout`. `()` (a dry-run UPID) returns at once.\n\n\
+         ```rhai\nlet r = pve::wait_task(pve::start(vm), 120);\nif !r.ok { error(r.log_tail[-1]); }\n```",
+        move |upid: Dynamic, timeout: INT| -> RhaiResult<Map> {
+            if upid.is_unit() {
+                return Ok(outcome_map(None));
+            }
+            let text = upid.to_string();
+            let upid =
+                Upid::parse(&text).map_err(|e| script_error("argument", format!("`{text}`: {e}"), Some(&text)))?;
+            let timeout = Duration::from_secs(secs(timeout)?.into());
+            let client = h.pve().map_err(pve_error(Some(&text)))?;
+            let cancel = || h.cancelled();
+            let outcome = client.wait_task(&upid, timeout, &cancel, &mut |_| {}).map_err(pve_error(Some(&text)))?;
+            Ok(outcome_map(Some(&outcome)))
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "wait_status",
+        &["vm: Map", "status: &str", "timeout: INT", "()"],
+        "Waits until the VM's status is `status` (`running`, `stopped`); an error of kind `timeout`\n\
+         after `timeout` seconds. Does nothing under `--dry-run` (nothing was changed to wait for).",
+        move |vm: Map, wanted: &str, timeout: INT| -> RhaiResult<()> {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            if h.options.dry_run {
+                return Ok(());
+            }
+            let timeout = Duration::from_secs(secs(timeout)?.into());
+            let cancel = || h.cancelled();
+            h.pve()
+                .and_then(|c| c.wait_status(&node, vmid, wanted, timeout, &cancel, &mut |_| {}))
+                .map(|_| ())
+                .map_err(pve_error(Some(&label)))
+        },
+    );
+}
+
+fn outcome_map(outcome: Option<&TaskOutcome>) -> Map {
+    let mut m = Map::new();
+    m.insert("ok".into(), outcome.is_none_or(|o| o.ok).into());
+    m.insert("exitstatus".into(), outcome.map(|o| o.exitstatus.clone()).unwrap_or_else(|| "dry-run".into()).into());
+    let tail: Array = outcome.map(|o| o.log_tail.iter().cloned().map(Dynamic::from).collect()).unwrap_or_default();
+    m.insert("log_tail".into(), tail.into());
+    m.insert("seconds".into(), outcome.map(|o| o.elapsed.as_secs_f64()).unwrap_or(0.0).into());
+    m
+}
+
+fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
+    for with_digest in [false, true] {
+        let h = host.clone();
+        let set = move |vm: Map, changes: Map, digest: Dynamic| -> RhaiResult<()> {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            let changes: Vec<(String, Option<String>)> = changes
+                .iter()
+                .map(|(k, v)| (k.to_string(), if v.is_unit() { None } else { Some(param_text(v)) }))
+                .collect();
+            let client = h.pve().map_err(pve_error(Some(&label)))?;
+            // Without a digest from the caller's own read, read one now: the write must not
+            // overwrite a change made since.
+            let digest = if digest.is_unit() {
+                client
+                    .vm_config(&node, vmid)
+                    .map_err(pve_error(Some(&label)))?
+                    .get("digest")
+                    .and_then(|d| d.as_str().map(String::from))
+            } else {
+                Some(digest.to_string())
+            };
+            if h.options.dry_run {
+                let request = WriteRequest::set_config(&node, vmid, &changes, digest.as_deref())
+                    .map_err(|e| script_error("argument", e, Some(&label)))?;
+                h.log(Level::Info, &format!("dry-run: {label}: would {request}"));
+                return Ok(());
+            }
+            client.set_config(&node, vmid, &changes, digest.as_deref()).map_err(pve_error(Some(&label)))
+        };
+        if with_digest {
+            register(
+                m,
+                "set_config",
+                &["vm: Map", "changes: Map", "digest: Dynamic", "()"],
+                "Like `set_config(vm, changes)`, with the `digest` of the caller's own read of the config\n\
+                 (so nothing is read again): PVE refuses the write (kind `digest_mismatch`) if the\n\
+                 configuration changed since.",
+                set,
+            );
+        } else {
+            register(
+                m,
+                "set_config",
+                &["vm: Map", "changes: Map", "()"],
+                "Writes configuration keys in one synchronous `PUT .../config`, guarded by the digest read\n\
+                 just before (a concurrent change is refused, kind `digest_mismatch`, never overwritten);\n\
+                 a `()` value deletes the key. A change: printed, not sent, under `--dry-run`.\n\n\
+                 ```rhai\npve::set_config(vm, #{nameserver: \"10.10.0.1\", searchdomain: ()});\n```",
+                move |vm: Map, changes: Map| set(vm, changes, Dynamic::UNIT),
+            );
+        }
+    }
+    let h = host.clone();
+    register(
+        m,
+        "regenerate_cloudinit",
+        &["vm: Map", "()"],
+        "Rebuilds the VM's cloud-init drive from its current settings (PVE 8.1+), so a reboot applies\n\
+         them. A change: printed, not sent, under `--dry-run`.",
+        move |vm: Map| -> RhaiResult<()> {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            if h.options.dry_run {
+                h.log(
+                    Level::Info,
+                    &format!("dry-run: {label}: would {}", WriteRequest::regenerate_cloudinit(&node, vmid)),
+                );
+                return Ok(());
+            }
+            h.pve().and_then(|c| c.regenerate_cloudinit(&node, vmid)).map_err(pve_error(Some(&label)))
+        },
+    );
+}
+
 fn register_raw(m: &mut Module, host: &Arc<Host>) {
     for with_params in [false, true] {
         let h = host.clone();
@@ -154,46 +371,40 @@ fn register_raw(m: &mut Module, host: &Arc<Host>) {
             );
         }
     }
-    let methods = [
+    let methods: [(&str, &'static str, &str); 3] = [
         (
             "post",
+            "POST",
             "`POST` to any API path (a change: printed, not sent, under `--dry-run`); returns `data` (often a task UPID).",
         ),
         (
             "put",
+            "PUT",
             "`PUT` to any API path (a change: printed, not sent, under `--dry-run`); returns `data`.\n\n```rhai\npve::put(`/nodes/${vm.node}/qemu/${vm.vmid}/config`, #{tags: \"k3s-server;prod\"});\n```",
         ),
-        ("delete", "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`."),
+        ("delete", "DELETE", "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`."),
     ];
-    for (method, doc) in methods {
+    for (name, method, doc) in methods {
         let h = host.clone();
-        register(m, method, &["path: &str", "params: Map", "Dynamic"], doc, move |path: &str, params: Map| {
+        register(m, name, &["path: &str", "params: Map", "Dynamic"], doc, move |path: &str, params: Map| {
             write(&h, method, path, &params)
         });
     }
 }
 
-fn write(host: &Host, method: &str, path: &str, params: &Map) -> RhaiResult<Dynamic> {
-    let form: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect();
+fn write(host: &Host, method: &'static str, path: &str, params: &Map) -> RhaiResult<Dynamic> {
+    let request = WriteRequest {
+        method,
+        path: path.to_string(),
+        params: params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect(),
+    };
     if host.options.dry_run {
-        let shown: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", mask(k, v))).collect();
-        host.log(Level::Info, &format!("dry-run: would {} {path} {}", method.to_uppercase(), shown.join(" ")));
+        // The request's Display masks secret parameters.
+        host.log(Level::Info, &format!("dry-run: would {request}"));
         return Ok(Dynamic::UNIT);
     }
-    let client = host.pve().map_err(pve_error(Some(path)))?;
-    let data = match method {
-        "post" => client.post(path, &form),
-        "put" => client.put(path, &form),
-        _ => client.delete(path, &form),
-    }
-    .map_err(pve_error(Some(path)))?;
+    let data = host.pve().and_then(|c| c.send_write(&request)).map_err(pve_error(Some(path)))?;
     json_to_dynamic(data)
-}
-
-/// Parameters whose values are secrets are never printed, not even in a dry run.
-fn mask<'a>(key: &str, value: &'a str) -> &'a str {
-    const SECRET_KEYS: &[&str] = &["password", "cipassword", "token", "secret", "sshkeys_private"];
-    if SECRET_KEYS.iter().any(|s| key.to_ascii_lowercase().contains(s)) { "***" } else { value }
 }
 
 /// Form values: booleans as PVE's 0/1, everything else as text.

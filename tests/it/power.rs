@@ -1,0 +1,136 @@
+//! `start`, `stop`, `restart` against fakepve: every VM at once, each task awaited, failures
+//! named with their reasons, nothing sent to VMs already in the wanted state.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::lab::pve::FakePve;
+use crate::support::{PVE_TOKEN_SECRET, Test};
+
+fn vm(vmid: u32, node: &str, status: &str, tags: &str) -> Value {
+    json!({"vmid": vmid, "name": format!("vm{vmid}"), "node": node, "status": status, "tags": tags})
+}
+
+/// The power requests fakepve received, sorted (VMs are handled in parallel).
+fn power_requests(pve: &FakePve) -> Vec<String> {
+    let mut sent = pve
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.api_path().contains("/status/"))
+        .map(|r| r.api_path().to_string())
+        .collect::<Vec<_>>();
+    sent.sort();
+    sent
+}
+
+fn rows(stdout: &str) -> Vec<Value> {
+    serde_json::from_str::<Value>(stdout).unwrap().as_array().unwrap().clone()
+}
+
+#[test]
+fn start_sends_nothing_to_running_vms_and_waits_for_the_others() {
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "vms": [vm(101, "pve1", "running", "k3s-server"), vm(102, "pve1", "stopped", "k3s-agent"), vm(103, "pve2", "stopped", "k3s-agent")]}))
+    else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).args(&["--json", "start"]).run().status(0);
+    let rows = rows(&run.stdout);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["result"], "already running");
+    assert_eq!(rows[1]["result"], "started");
+    assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/102/status/start", "/nodes/pve2/qemu/103/status/start"]);
+    assert_eq!(pve.vm(102)["status"], "running");
+    // A second start touches nothing.
+    pve.clear_requests();
+    Test::new().pve(&pve, None).args(&["start"]).run().status(0).stdout_has("already running");
+    assert!(power_requests(&pve).is_empty());
+}
+
+#[test]
+fn stop_of_stopped_vms_sends_no_power_request_and_dry_run_sends_none_at_all() {
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "vms": [vm(101, "pve1", "stopped", "k3s-server"), vm(102, "pve1", "running", "k3s-agent")]}))
+    else {
+        return;
+    };
+    Test::new()
+        .pve(&pve, None)
+        .args(&["--dry-run", "stop"])
+        .run()
+        .status(0)
+        .stderr_has("would POST /nodes/pve1/qemu/102/status/shutdown");
+    assert!(power_requests(&pve).is_empty());
+    let run = Test::new().pve(&pve, None).args(&["--json", "stop"]).run().status(0);
+    let rows = rows(&run.stdout);
+    assert_eq!(rows[0]["result"], "already stopped");
+    assert_eq!(rows[1]["result"], "stopped");
+    assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/102/status/shutdown"]);
+}
+
+#[test]
+fn failures_are_named_with_reasons_and_the_others_succeed() {
+    let failing = json!({"vmid": 104, "name": "vm104", "node": "pve1", "status": "stopped", "tags": "k3s-agent",
+                         "start_error": "no bootable device"});
+    let locked = json!({"vmid": 105, "name": "vm105", "node": "pve1", "status": "stopped", "tags": "k3s-agent", "lock": "backup"});
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "nodes": ["pve1", {"name": "pve3", "online": false}],
+        "vms": [vm(101, "pve1", "stopped", "k3s-server"), vm(102, "pve1", "stopped", "k3s-agent"), failing, locked,
+                vm(301, "pve3", "stopped", "k3s-agent")]}))
+    else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).args(&["start"]).run().status(1);
+    assert!(run.stderr.contains("3 of 5 VMs failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pve1/104 vm104: task failed") && run.stderr.contains("no bootable device"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("pve1/105 vm105: VM is locked (backup)"), "{}", run.stderr);
+    assert!(run.stderr.contains("pve3/301 vm301: its Proxmox node pve3 is unreachable"), "{}", run.stderr);
+    assert_eq!(pve.vm(101)["status"], "running");
+    assert_eq!(pve.vm(102)["status"], "running");
+    // The locked VM and the one on the offline node were not even asked.
+    let sent = power_requests(&pve);
+    assert!(!sent.iter().any(|p| p.contains("/105/") || p.contains("/301/")), "{sent:?}");
+}
+
+#[test]
+fn restart_reboots_running_and_starts_stopped_vms_and_narrows_by_role_and_vm() {
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "vms": [vm(101, "pve1", "running", "k3s-server"), vm(102, "pve1", "stopped", "k3s-agent"), vm(103, "pve1", "running", "k3s-agent")]}))
+    else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).args(&["--json", "restart", "--role", "agent"]).run().status(0);
+    let rows = rows(&run.stdout);
+    assert_eq!(rows.iter().map(|r| r["action"].as_str().unwrap()).collect::<Vec<_>>(), vec!["start", "reboot"]);
+    assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/102/status/start", "/nodes/pve1/qemu/103/status/reboot"]);
+    pve.clear_requests();
+    Test::new().pve(&pve, None).args(&["restart", "--vm", "101"]).run().status(0).stdout_has("rebooted");
+    assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/101/status/reboot"]);
+    Test::new().pve(&pve, None).args(&["restart", "--vm", "999"]).run().status(2).stderr_has("999");
+    Test::new().pve(&pve, None).args(&["restart", "--role", "boss"]).run().status(2).stderr_has("--role boss");
+}
+
+#[test]
+fn stop_waits_for_slow_shutdowns_in_parallel() {
+    // 6 VMs whose guests take 2 s each to shut down: all at once, so about one VM's time.
+    let vms: Vec<Value> = (101..107)
+        .map(|id| json!({"vmid": id, "name": format!("vm{id}"), "node": "pve1", "status": "running", "tags": "k3s-agent", "shutdown_secs": 2}))
+        .collect();
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "time_scale": 1, "vms": vms}))
+    else {
+        return;
+    };
+    let start = Instant::now();
+    Test::new().pve(&pve, None).args(&["stop"]).run().status(0);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(2), "did not wait for the tasks: {took:?}");
+    assert!(took < Duration::from_secs(5), "not parallel: {took:?}");
+    for id in 101..107 {
+        assert_eq!(pve.vm(id)["status"], "stopped");
+    }
+}
