@@ -1,5 +1,6 @@
 //! Proxmox VE: the API client, its TLS trust, and the types it reads. Knows nothing of Rhai.
 
+mod agent;
 mod client;
 mod error;
 mod power;

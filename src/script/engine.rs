@@ -42,6 +42,7 @@ pub fn build_engine(host: &Arc<Host>) -> Engine {
     engine.register_static_module("ipam", api::ipam::module(host).into());
     engine.register_static_module("k3s", api::k3s::module(host).into());
     engine.register_static_module("pve", api::pve::module(host).into());
+    engine.register_static_module("ssh", api::ssh::module(host).into());
     engine.set_module_resolver(StdlibResolver::new(host.options.cwd.clone()));
     engine
 }

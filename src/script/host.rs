@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
-use crate::config::Loaded;
+use crate::config::{HostKeyPolicy, HostKeySource, Loaded};
 use crate::pve::{PveClient, PveError, PveSettings};
+use crate::ssh::{SshPool, SshSettings};
 use crate::ui::{Level, Ui};
 
 #[derive(Debug, Clone, Default)]
@@ -34,6 +35,7 @@ pub struct Host {
     pub args: rhai::Map,
     http: OnceLock<reqwest::blocking::Client>,
     pve: Mutex<Option<Arc<PveClient>>>,
+    ssh: OnceLock<SshPool>,
 }
 
 impl Host {
@@ -47,6 +49,7 @@ impl Host {
             args,
             http: OnceLock::new(),
             pve: Mutex::new(None),
+            ssh: OnceLock::new(),
         })
     }
 
@@ -83,6 +86,43 @@ impl Host {
         let client = Arc::new(PveClient::new(pve_settings(&self.loaded)?)?);
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// The SSH session pool (one session per host), created on first use from the `ssh`
+    /// settings and shared by every thread of the run.
+    pub fn ssh(&self) -> &SshPool {
+        self.ssh.get_or_init(|| {
+            let s = &self.config().ssh;
+            let defaults = SshSettings::default(); // the agent from SSH_AUTH_SOCK, OpenSSH's key files
+            let passphrase = s.passphrase_env.as_deref().and_then(|var| match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(crate::secret::Secret::new(v)),
+                _ => {
+                    self.log(Level::Warn, &format!("ssh.passphrase_env names `{var}`, which is not set"));
+                    None
+                }
+            });
+            SshPool::new(SshSettings {
+                user: s.user.clone(),
+                port: s.port,
+                identity_files: match &s.identity_file {
+                    Some(f) => vec![crate::config::expand_home(f)],
+                    None => defaults.identity_files,
+                },
+                passphrase,
+                agent_socket: defaults.agent_socket,
+                known_hosts: crate::config::expand_home(&s.known_hosts),
+                // With keys pinned through the guest agent nothing is trusted on first use: a host
+                // no `ssh::trust_vm` pinned must already be in known_hosts.
+                policy: match (s.host_keys, s.host_key_policy) {
+                    (HostKeySource::GuestAgent, _) | (_, HostKeyPolicy::Strict) => crate::ssh::HostKeyPolicy::Strict,
+                    (_, HostKeyPolicy::AcceptNew) => crate::ssh::HostKeyPolicy::AcceptNew,
+                },
+                sudo: s.sudo,
+                connect_timeout: Duration::from_secs(s.connect_timeout_secs),
+                command_timeout: Duration::from_secs(s.command_timeout_secs),
+            })
+            .with_cancel(self.cancel.clone())
+        })
     }
 
     /// Sleeps in small steps so Ctrl-C is answered promptly; false when cancelled.

@@ -80,6 +80,9 @@ pub enum SshError {
     #[error("file transfer on `{host}` failed for `{path}`: {reason}")]
     Sftp { host: String, path: String, reason: String },
 
+    #[error("cancelled on `{host}` while {what}")]
+    Cancelled { host: String, what: String },
+
     #[error("ssh session with `{host}` failed: {reason}")]
     Session { host: String, reason: String },
 
@@ -112,6 +115,7 @@ impl SshError {
             SshError::SudoPassword { .. } => "sudo_password",
             SshError::Sftp { .. } => "sftp",
             SshError::Session { .. } => "session",
+            SshError::Cancelled { .. } => "cancelled",
             SshError::Local { .. } => "local",
         }
     }
@@ -130,7 +134,8 @@ impl SshError {
             | SshError::Command { host, .. }
             | SshError::SudoPassword { host, .. }
             | SshError::Sftp { host, .. }
-            | SshError::Session { host, .. } => Some(host),
+            | SshError::Session { host, .. }
+            | SshError::Cancelled { host, .. } => Some(host),
             SshError::Local { .. } => None,
         }
     }

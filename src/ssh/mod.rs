@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use error::SshError;
 pub use known_hosts::{PublicKey, fingerprint};
-pub use session::SshPool;
+pub use session::{CommandOptions, SshPool};
 
 use crate::secret::Secret;
 

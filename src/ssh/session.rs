@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub struct SshPool {
     slots: Mutex<HashMap<String, Slot>>,
     pinned: Mutex<HashMap<String, PublicKey>>,
     secrets: Mutex<Vec<String>>,
+    /// Set by Ctrl-C: running commands and waits stop (see [`SshPool::with_cancel`]).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A command's output as bytes.
@@ -49,6 +52,19 @@ impl RawOutput {
             stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
         }
     }
+}
+
+/// How to run one command, for [`SshPool::run_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandOptions<'a> {
+    /// Through `sudo -n` (when the user is not root and sudo is enabled in the settings).
+    pub sudo: bool,
+    /// Sent to the command's stdin (then end of input).
+    pub input: Option<&'a [u8]>,
+    /// A non-zero exit is an error, as with [`SshPool::run`].
+    pub check: bool,
+    /// This command's limit instead of the configured command timeout.
+    pub timeout: Option<Duration>,
 }
 
 /// Why an operation on a session failed; `stale` means nothing ran yet and a
@@ -92,7 +108,20 @@ impl SshPool {
             slots: Mutex::new(HashMap::new()),
             pinned: Mutex::new(HashMap::new()),
             secrets: Mutex::new(Vec::new()),
+            cancel: None,
         }
+    }
+
+    /// Makes commands and waits stop with [`SshError::Cancelled`] once `flag` is set (Ctrl-C),
+    /// within a few milliseconds of a command's output poll. The remote command itself may go on:
+    /// its session is closed, not the process killed.
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> SshPool {
+        self.cancel = Some(flag);
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     pub fn settings(&self) -> &SshSettings {
@@ -130,32 +159,35 @@ impl SshPool {
     /// A non-zero exit is an error carrying host, command (secrets masked), exit
     /// code and the stderr tail.
     pub fn run(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
-        self.checked(host, cmd, sudo, None)
+        self.run_with(host, cmd, &CommandOptions { sudo, check: true, ..CommandOptions::default() })
     }
 
     /// [`SshPool::run`] with `input` on the command's stdin: the way to hand a
     /// secret to a command without putting it on a command line (`ps` shows those).
     pub fn run_with_input(&self, host: &str, cmd: &str, input: &[u8], sudo: bool) -> Result<Output, SshError> {
-        self.checked(host, cmd, sudo, Some(input))
-    }
-
-    fn checked(&self, host: &str, cmd: &str, sudo: bool, input: Option<&[u8]>) -> Result<Output, SshError> {
-        let out = self.exec(host, cmd, sudo, input)?.into_output();
-        if out.code != 0 {
-            return Err(SshError::Command {
-                host: self.target(host)?.display(),
-                command: self.shown_command(cmd, sudo),
-                code: out.code,
-                stderr_tail: self.mask(&tail(&out.stderr, STDERR_TAIL_LINES)),
-            });
-        }
-        Ok(out)
+        self.run_with(host, cmd, &CommandOptions { sudo, input: Some(input), check: true, timeout: None })
     }
 
     /// Like [`SshPool::run`], but a non-zero exit is returned, not an error.
     /// (A sudo that wants a password is still an error.)
     pub fn run_unchecked(&self, host: &str, cmd: &str, sudo: bool) -> Result<Output, SshError> {
-        Ok(self.exec(host, cmd, sudo, None)?.into_output())
+        self.run_with(host, cmd, &CommandOptions { sudo, ..CommandOptions::default() })
+    }
+
+    /// The general form of the `run` family: sudo, stdin, whether a non-zero exit
+    /// is an error, and a timeout of its own for this one command.
+    pub fn run_with(&self, host: &str, cmd: &str, opts: &CommandOptions) -> Result<Output, SshError> {
+        let timeout = opts.timeout.unwrap_or(self.settings.command_timeout);
+        let out = self.exec_for(host, cmd, opts.sudo, opts.input, timeout)?.into_output();
+        if opts.check && out.code != 0 {
+            return Err(SshError::Command {
+                host: self.target(host)?.display(),
+                command: self.shown_command(cmd, opts.sudo),
+                code: out.code,
+                stderr_tail: self.mask(&tail(&out.stderr, STDERR_TAIL_LINES)),
+            });
+        }
+        Ok(out)
     }
 
     /// The host's own name (`uname -n`).
@@ -183,7 +215,11 @@ impl SshPool {
         let start = Instant::now();
         let mut pause = Duration::from_millis(200);
         let mut attempt = 0;
+        let cancelled = || SshError::Cancelled { host: target.display(), what: "waiting for an ssh login".into() };
         loop {
+            if self.cancelled() {
+                return Err(cancelled());
+            }
             attempt += 1;
             // Each attempt's login may take only what is left of the wait.
             let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
@@ -202,7 +238,14 @@ impl SshPool {
                     after: timeout,
                 });
             }
-            std::thread::sleep(pause);
+            // In slices, so Ctrl-C is heard during the pause.
+            let resume = Instant::now() + pause;
+            while Instant::now() < resume {
+                if self.cancelled() {
+                    return Err(cancelled());
+                }
+                std::thread::sleep(Duration::from_millis(50).min(resume.saturating_duration_since(Instant::now())));
+            }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
@@ -237,14 +280,26 @@ impl SshPool {
 
     /// Runs a command, returning its raw output whatever the exit code.
     pub(crate) fn exec(&self, host: &str, cmd: &str, sudo: bool, stdin: Option<&[u8]>) -> Result<RawOutput, SshError> {
+        self.exec_for(host, cmd, sudo, stdin, self.settings.command_timeout)
+    }
+
+    /// [`SshPool::exec`] with a timeout for this command.
+    fn exec_for(
+        &self,
+        host: &str,
+        cmd: &str,
+        sudo: bool,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<RawOutput, SshError> {
         let target = self.target(host)?;
         let wrapped =
             if sudo && self.uses_sudo() { format!("sudo -n sh -c {}", shell_quote(cmd)) } else { cmd.to_string() };
-        let timeout = self.settings.command_timeout;
         let shown = target.display();
         tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
         let shown_cmd = self.shown_command(cmd, sudo);
-        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout };
+        let cancel = self.cancel.as_deref();
+        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout, cancel };
         let out = self.with_session(&target, |sess| run.exec_in(sess))?;
         if sudo && self.uses_sudo() && out.code == 1 {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -286,7 +341,10 @@ impl SshPool {
                     *guard = None;
                 }
                 Err(Fail { error, .. }) => {
-                    if matches!(*error, SshError::Timeout { .. } | SshError::Session { .. }) {
+                    if matches!(
+                        *error,
+                        SshError::Timeout { .. } | SshError::Session { .. } | SshError::Cancelled { .. }
+                    ) {
                         *guard = None;
                     }
                     return Err(*error);
@@ -420,12 +478,13 @@ struct RemoteCommand<'a> {
     shown: &'a str,
     stdin: Option<&'a [u8]>,
     timeout: Duration,
+    cancel: Option<&'a AtomicBool>,
 }
 
 impl RemoteCommand<'_> {
     /// Runs the command on an open session, with a deadline for the whole command.
     fn exec_in(&self, sess: &Session) -> Result<RawOutput, Fail> {
-        let RemoteCommand { host, line: cmd, shown, stdin, timeout } = *self;
+        let RemoteCommand { host, line: cmd, shown, stdin, timeout, cancel } = *self;
         let deadline = Instant::now() + timeout;
         let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
         sess.set_blocking(true);
@@ -476,6 +535,9 @@ impl RemoteCommand<'_> {
                         after: timeout,
                     });
                 }
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(SshError::Cancelled { host: host.into(), what: format!("running `{shown}`") });
+                }
                 if progressed {
                     idle = Duration::from_millis(1);
                 } else {
@@ -484,7 +546,11 @@ impl RemoteCommand<'_> {
                 }
             }
         })();
-        sess.set_blocking(true);
+        // A cancelled command is abandoned: the session stays non-blocking, so closing the
+        // channel (and the session, dropped next) does not wait for the remote command to end.
+        if !matches!(polled, Err(SshError::Cancelled { .. })) {
+            sess.set_blocking(true);
+        }
         polled.map_err(Fail::fatal)?;
 
         let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));

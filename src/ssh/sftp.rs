@@ -28,13 +28,37 @@ impl SshPool {
     /// Uploads the local file `local` to `remote` on `host` (streamed, not held in
     /// memory). Returns false when the remote file already had this content and mode.
     pub fn upload(&self, host: &str, local: &Path, remote: &str, mode: u32) -> Result<bool, SshError> {
-        let local_err = |source| SshError::Local { path: local.to_path_buf(), source };
-        let mut hasher = Sha256::new();
-        let mut file = std::fs::File::open(local).map_err(local_err)?;
-        std::io::copy(&mut file, &mut hasher).map_err(local_err)?;
-        let sha = hex(&hasher.finalize());
-        let mut file = std::fs::File::open(local).map_err(local_err)?;
+        let sha = file_sha(local)?;
+        let mut file =
+            std::fs::File::open(local).map_err(|source| SshError::Local { path: local.to_path_buf(), source })?;
         self.put(host, &mut file, &sha, remote, mode)
+    }
+
+    /// Whether [`SshPool::write`] would change anything (content or mode); changes nothing.
+    pub fn write_changes(&self, host: &str, remote: &str, bytes: &[u8], mode: u32) -> Result<bool, SshError> {
+        let sha = hex(&Sha256::digest(bytes));
+        Ok(self.remote_state(host, remote)? != Some((Some(mode & 0o7777), sha)))
+    }
+
+    /// Whether [`SshPool::upload`] would change anything (content or mode); changes nothing.
+    pub fn upload_changes(&self, host: &str, local: &Path, remote: &str, mode: u32) -> Result<bool, SshError> {
+        let sha = file_sha(local)?;
+        Ok(self.remote_state(host, remote)? != Some((Some(mode & 0o7777), sha)))
+    }
+
+    /// Mode and content SHA-256 of `remote`; `None` when there is no such file (a directory is an error).
+    fn remote_state(&self, host: &str, remote: &str) -> Result<Option<(Option<u32>, String)>, SshError> {
+        let q = shell_quote(remote);
+        let state_cmd = format!(
+            "if [ -d {q} ]; then echo {q} is a directory >&2; exit 1; \
+             elif [ -f {q} ]; then stat -c %a {q} && sha256sum < {q} | cut -c1-64; else echo absent; fi"
+        );
+        let state = self.run(host, &state_cmd, true)?.stdout;
+        let mut lines = state.lines();
+        Ok(match (lines.next(), lines.next()) {
+            (Some(mode), Some(sha)) => Some((u32::from_str_radix(mode.trim(), 8).ok(), sha.trim().to_string())),
+            _ => None,
+        })
     }
 
     /// Reads a remote file. Files the user may not read are read through
@@ -87,23 +111,16 @@ impl SshPool {
         let sudo = self.uses_sudo();
         let q = shell_quote(remote);
 
-        // What is there now: mode and content hash, or nothing.
-        let state_cmd = format!(
-            "if [ -d {q} ]; then echo {q} is a directory >&2; exit 1; \
-             elif [ -f {q} ]; then stat -c %a {q} && sha256sum < {q} | cut -c1-64; else echo absent; fi"
-        );
-        let state = self.run(host, &state_cmd, true)?.stdout;
-        let mut lines = state.lines();
-        if let (Some(have_mode), Some(have_sha)) = (lines.next(), lines.next()) {
-            let same_mode = u32::from_str_radix(have_mode.trim(), 8).ok() == Some(mode);
-            if have_sha.trim() == sha {
-                if !same_mode {
-                    self.run(host, &format!("chmod {mode:o} {q}"), true)?;
-                    return Ok(true);
-                }
-                tracing::debug!(host = %shown, "{remote} is up to date");
-                return Ok(false);
+        // What is there now: the same content needs at most a chmod.
+        if let Some((have_mode, have_sha)) = self.remote_state(host, remote)?
+            && have_sha == sha
+        {
+            if have_mode != Some(mode) {
+                self.run(host, &format!("chmod {mode:o} {q}"), true)?;
+                return Ok(true);
             }
+            tracing::debug!(host = %shown, "{remote} is up to date");
+            return Ok(false);
         }
 
         let rand = random_suffix();
@@ -149,6 +166,15 @@ impl SshPool {
         tracing::debug!(host = %shown, "wrote {remote} (mode {mode:o})");
         Ok(true)
     }
+}
+
+/// The SHA-256 of a local file, streamed.
+fn file_sha(local: &Path) -> Result<String, SshError> {
+    let local_err = |source| SshError::Local { path: local.to_path_buf(), source };
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(local).map_err(local_err)?;
+    std::io::copy(&mut file, &mut hasher).map_err(local_err)?;
+    Ok(hex(&hasher.finalize()))
 }
 
 fn sftp_reason(e: &ssh2::Error) -> String {

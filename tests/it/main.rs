@@ -15,4 +15,5 @@ mod pve_client;
 mod repl;
 mod scripts;
 mod ssh;
+mod ssh_script;
 mod support;

@@ -7,6 +7,7 @@ pub mod ipam;
 pub mod k3s;
 pub mod progress;
 pub mod pve;
+pub mod ssh;
 
 use rhai::{Dynamic, EvalAltResult, FuncRegistration, Map, Module, Position, RhaiNativeFunc, Variant};
 
