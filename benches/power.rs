@@ -31,6 +31,7 @@ fn stop(vms: u32) -> Duration {
     let start = Instant::now();
     let status = Command::new(BIN)
         .args(["-q", "stop"])
+        .stdout(std::process::Stdio::null())
         .env("PROXMOX_HOST", pve.host())
         .env("PROXMOX_PORT", pve.port().to_string())
         .env("PROXMOX_USER", "root@pam")
@@ -58,5 +59,9 @@ fn main() {
     let twelve = median((0..RUNS).map(|_| stop(12)).collect());
     println!("stop, guests shutting down in {SHUTDOWN_SECS} s (median of {RUNS}):");
     println!("  1 VM    {:>6.2} s", one.as_secs_f64());
-    println!("  12 VMs  {:>6.2} s   ({:.2}x one VM; goal <= 1.3x)", twelve.as_secs_f64(), twelve.as_secs_f64() / one.as_secs_f64());
+    println!(
+        "  12 VMs  {:>6.2} s   ({:.2}x one VM; goal <= 1.3x)",
+        twelve.as_secs_f64(),
+        twelve.as_secs_f64() / one.as_secs_f64()
+    );
 }
