@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::error::{PveError, Refusal, vm_of_path};
 use super::tls::{self, Fingerprint, Trust};
-use super::types::{self, Cluster, GuestIp, NodeInfo, VmStatus};
+use super::types::{self, Cluster, NodeInfo, VmStatus};
 use crate::secret::Secret;
 
 /// Everything the client needs to reach and log in to one Proxmox host.
@@ -267,26 +267,6 @@ impl PveClient {
         let path = format!("/nodes/{node}/qemu/{vmid}/status/current");
         let data = self.get(&path, &[])?;
         types::parse_vm_status(&data).map_err(|reason| self.decode_error(&path, reason))
-    }
-
-    /// Addresses the guest agent reports, without loopback and link-local ones.
-    /// [`PveError::AgentNotRunning`] when the agent does not answer (yet).
-    pub fn agent_ips(&self, node: &str, vmid: u32) -> Result<Vec<GuestIp>, PveError> {
-        let path = format!("/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces");
-        let data = match self.get(&path, &[]) {
-            Ok(data) => data,
-            Err(PveError::Api { status: 500, message, .. }) if agent_down(&message) => {
-                return Err(PveError::AgentNotRunning {
-                    host: self.address.clone(),
-                    node: node.to_string(),
-                    vmid,
-                    path,
-                    message,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        types::parse_agent_interfaces(&data).map_err(|reason| self.decode_error(&path, reason))
     }
 
     // ---------------------------------------------------------------- transport
@@ -581,11 +561,6 @@ fn node_of(path: &str) -> Option<String> {
     }
 }
 
-fn agent_down(message: &str) -> bool {
-    let m = message.to_lowercase();
-    m.contains("guest agent is not running") || m.contains("no qemu guest agent configured")
-}
-
 /// The rustls error behind a failed request, if the failure was certificate trust.
 fn tls_failure(err: &reqwest::Error) -> Option<String> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -635,13 +610,6 @@ mod tests {
     fn node_is_read_from_node_paths_only() {
         assert_eq!(node_of("/nodes/pve2/qemu/101/config").as_deref(), Some("pve2"));
         assert_eq!(node_of("/cluster/resources"), None);
-    }
-
-    #[test]
-    fn agent_down_messages_are_recognised() {
-        assert!(agent_down("QEMU guest agent is not running"));
-        assert!(agent_down("No QEMU guest agent configured"));
-        assert!(!agent_down("VM 101 not running"));
     }
 
     fn settings() -> PveSettings {

@@ -15,13 +15,12 @@ use rustyline::history::{FileHistory, History};
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Editor, Helper};
 
-use super::api::core::to_json_text;
+use super::api::core::{maps_as_table, to_json_text};
 use super::diagnostics::{render_eval_error, render_parse_error};
 use super::doc::{self, FnDoc};
 use super::engine::build_engine;
 use super::host::Host;
 use crate::error::{Error, Result};
-use crate::ui::render_table;
 
 const SOURCE: &str = "repl";
 
@@ -141,17 +140,7 @@ pub fn render_value(value: &Dynamic) -> Option<String> {
             }
             let columns: Vec<String> =
                 arr[0].read_lock::<Map>().map(|m| m.keys().map(|k| k.to_string()).collect()).unwrap_or_default();
-            let rows = arr
-                .iter()
-                .map(|v| {
-                    let m = v.read_lock::<Map>();
-                    columns
-                        .iter()
-                        .map(|c| m.as_ref().and_then(|m| m.get(c.as_str())).map(one_line).unwrap_or_default())
-                        .collect()
-                })
-                .collect::<Vec<Vec<String>>>();
-            return Some(render_table(&columns, &rows));
+            return Some(maps_as_table(&arr, &columns));
         }
     }
     if is_vm(value) {

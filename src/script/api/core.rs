@@ -116,6 +116,12 @@ fn print_table(host: &Host, rows: &Array, columns: &Array) -> RhaiResult<()> {
         return Ok(());
     }
     let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    host.ui.print(&maps_as_table(rows, &columns));
+    Ok(())
+}
+
+/// Maps as an aligned table of the given columns (keys); a missing key is an empty cell.
+pub fn maps_as_table(rows: &Array, columns: &[String]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -126,8 +132,7 @@ fn print_table(host: &Host, rows: &Array, columns: &Array) -> RhaiResult<()> {
                 .collect()
         })
         .collect();
-    host.ui.print(&render_table(&columns, &cells));
-    Ok(())
+    render_table(columns, &cells)
 }
 
 /// A table cell: `()` as `-`, arrays joined by commas, everything else as printed.
