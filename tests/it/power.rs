@@ -134,3 +134,20 @@ fn stop_waits_for_slow_shutdowns_in_parallel() {
         assert_eq!(pve.vm(id)["status"], "stopped");
     }
 }
+
+#[test]
+fn stop_reports_a_shutdown_timeout_and_force_hard_stops_the_vm() {
+    // The guest ignores ACPI: a graceful shutdown can never finish.
+    let stubborn = json!({"vmid": 101, "name": "vm101", "node": "pve1", "status": "running", "tags": "k3s-server", "acpi": false});
+    let Some(pve) =
+        FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "time_scale": 1, "vms": [stubborn]}))
+    else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).args(&["stop", "--timeout", "1"]).run().status(1);
+    assert!(run.stderr.contains("pve1/101 vm101: task failed") && run.stderr.contains("timeout"), "{}", run.stderr);
+    assert_eq!(pve.vm(101)["status"], "running");
+    let run = Test::new().pve(&pve, None).args(&["--json", "stop", "--timeout", "1", "--force"]).run().status(0);
+    assert_eq!(rows(&run.stdout)[0]["action"], "shutdown (force)");
+    assert_eq!(pve.vm(101)["status"], "stopped");
+}
