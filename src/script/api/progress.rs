@@ -81,7 +81,9 @@ impl Progress {
                     bar.finish_with_message(message.to_string());
                 }
             }
-            Mode::Plain => self.0.ui.log(if ok { Level::Ok } else { Level::Error }, &format!("{key}: {message}")),
+            // The summary names every failure as an error; here it is the moment it happened.
+            Mode::Plain if ok => self.0.ui.log(Level::Ok, &format!("{key}: {message}")),
+            Mode::Plain => self.0.ui.log(Level::Warn, &format!("{key}: failed: {message}")),
             Mode::Silent => {}
         }
     }
