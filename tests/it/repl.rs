@@ -108,3 +108,16 @@ fn history_survives_a_restart() {
     line(&mut s, "remembered * 6");
     s.expect("42").unwrap();
 }
+
+#[test]
+fn load_runs_a_file_into_the_session_and_vars_lists_the_scope() {
+    let t = Test::new().file("lib.rhai", "fn triple(x) { x * 3 }\nlet loaded = 14;\n");
+    let mut s = repl(&t);
+    line(&mut s, ":load lib.rhai");
+    s.expect(PROMPT).unwrap();
+    line(&mut s, "triple(loaded)");
+    s.expect("42").unwrap();
+    s.expect(PROMPT).unwrap();
+    line(&mut s, ":vars");
+    s.expect("let loaded = 14").unwrap();
+}
