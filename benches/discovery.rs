@@ -1,0 +1,461 @@
+//! Discovery on the fakepve lab at 20 ms per response: the seed's per-node/per-VM algorithm
+//! (written with k3sx's own client) against `k3sx discover --no-ip` and `k3sx discover`, and how
+//! `discover --no-ip` grows from 30 to 3,000 VMs. Method and figures: `docs/performance.md`.
+//!
+//! ```text
+//! cargo bench --bench discovery                 # everything (about 2 minutes)
+//! cargo bench --bench discovery -- compare      # only the 300-VM comparison
+//! cargo bench --bench discovery -- growth       # only the growth series
+//! ```
+//! Needs fakepve in `.venv` (or `K3SX_TEST_PYTHON`); without it the bench says so and exits 0,
+//! except under `CI=true`. Wall times are medians of interleaved repetitions, so a burst of load
+//! from another process hits every variant alike. A request count that differs from the
+//! expected one exits 1; a missed speed goal is reported, not fatal (it depends on the machine).
+
+#[path = "../tests/lab/pve.rs"]
+#[allow(dead_code)]
+mod pve_lab;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k3sx::pve::{PveClient, PveSettings, normalize_tags};
+use k3sx::secret::Secret;
+use serde_json::{Value, json};
+
+use pve_lab::FakePve;
+
+const BIN: &str = env!("CARGO_BIN_EXE_k3sx");
+const TOKEN_ID: &str = "k3sx";
+const TOKEN_SECRET: &str = "bench-token-secret-0d3c";
+/// Seconds of latency fakepve adds to every response (PVE seconds at `time_scale` 1).
+const LATENCY: f64 = 0.020;
+const NODES: usize = 3;
+
+// ----------------------------------------------------------------------------- the lab
+
+/// What a generated scenario should classify as (templates and untagged VMs excluded).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Expected {
+    servers: usize,
+    agents: usize,
+    storage: usize,
+    /// Distinct K3s VMs (a VM with two roles once).
+    k3s: usize,
+    /// VMs whose address needs the guest agent (running, agent on, no `ipconfig0`).
+    agent_reads: usize,
+}
+
+/// `vms` VMs spread over 3 nodes: every 10 VMs are 2 servers (spelled `k3s-server;prod` and
+/// `K3S-Server`), 4 agents (one `team-a,k3s-agent`), one agent+storage, one storage and two
+/// untagged; every 25th VM is a template tagged `k3s-server`. 4 VMs in 5 have a static
+/// `ipconfig0`; the others have the guest agent enabled, with interfaces when running.
+/// 3 VMs in 4 are running.
+fn scenario(vms: usize) -> (Value, Expected) {
+    let mut list = Vec::with_capacity(vms);
+    let mut exp = Expected::default();
+    for i in 0..vms {
+        let vmid = 1000 + i;
+        let node = format!("pve{}", i % NODES + 1);
+        let template = i % 25 == 24;
+        let tags = if template {
+            Some("k3s-server")
+        } else {
+            match i % 10 {
+                0 => Some("k3s-server;prod"),
+                1 => Some("K3S-Server"),
+                2 => Some("team-a,k3s-agent"),
+                3..=5 => Some("k3s-agent"),
+                6 => Some("k3s-agent k3s-storage"),
+                7 => Some("k3s-storage"),
+                _ => None,
+            }
+        };
+        let running = i % 4 != 3 && !template;
+        let ip = format!("10.{}.{}.{}", 10 + i / 62_500, (i / 250) % 250, i % 250 + 1);
+        let mut config = serde_json::Map::new();
+        let mut spec = json!({"vmid": vmid, "name": format!("vm-{vmid}"), "node": node,
+                              "status": if running { "running" } else { "stopped" }});
+        let static_ip = i % 5 != 4;
+        if static_ip {
+            config.insert("ipconfig0".into(), json!(format!("ip={ip}/16,gw=10.10.0.1")));
+        } else {
+            config.insert("agent".into(), json!("1"));
+            if running {
+                spec["agent"] = json!({"interfaces": [
+                    {"name": "lo", "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]},
+                    {"name": "eth0", "ip-addresses": [
+                        {"ip-address": "fe80::1", "ip-address-type": "ipv6", "prefix": 64},
+                        {"ip-address": ip, "ip-address-type": "ipv4", "prefix": 16}]}]});
+            }
+        }
+        spec["config"] = Value::Object(config);
+        if let Some(t) = tags {
+            spec["tags"] = json!(t);
+        }
+        if template {
+            spec["template"] = json!(true);
+        }
+        if let (Some(t), false) = (tags, template) {
+            let t = normalize_tags(t);
+            let server = t.iter().any(|t| t == "k3s-server");
+            let agent = t.iter().any(|t| t == "k3s-agent");
+            let storage = t.iter().any(|t| t == "k3s-storage");
+            exp.servers += usize::from(server);
+            exp.agents += usize::from(agent);
+            exp.storage += usize::from(storage);
+            if server || agent || storage {
+                exp.k3s += 1;
+                exp.agent_reads += usize::from(running && !static_ip);
+            }
+        }
+        list.push(spec);
+    }
+    let nodes: Vec<String> = (1..=NODES).map(|n| format!("pve{n}")).collect();
+    let scenario = json!({
+        "tokens": {format!("{}!{TOKEN_ID}", pve_lab::USER): TOKEN_SECRET},
+        "time_scale": 1.0,
+        "latency": LATENCY,
+        "nodes": nodes,
+        "vms": list,
+    });
+    (scenario, exp)
+}
+
+fn settings(pve: &FakePve) -> PveSettings {
+    let mut s = PveSettings::new(pve.host(), pve_lab::USER);
+    s.port = pve.port();
+    s.token_id = Some(TOKEN_ID.into());
+    s.token_secret = Some(Secret::new(TOKEN_SECRET));
+    s.ca_file = Some(pve.ca_file().to_path_buf());
+    s
+}
+
+// -------------------------------------------------------------------- what is measured
+
+/// The seed's discovery, with k3sx's client: `GET /nodes`, then per node `GET /nodes/{n}/qemu`,
+/// then per VM `GET .../config` for its tags; one request at a time. Returns (servers, agents, storage).
+fn seed_discovery(pve: &FakePve) -> (usize, usize, usize) {
+    let client = PveClient::new(settings(pve)).expect("client");
+    let mut found: [Vec<(String, u64)>; 3] = Default::default();
+    let nodes = client.get("/nodes", &[]).expect("GET /nodes");
+    for node in nodes.as_array().expect("node list") {
+        if node["status"] != "online" {
+            continue;
+        }
+        let name = node["node"].as_str().expect("node name");
+        let vms = client.get(&format!("/nodes/{name}/qemu"), &[]).expect("GET qemu");
+        for vm in vms.as_array().expect("VM list") {
+            let vmid = vm["vmid"].as_u64().expect("vmid");
+            let config = client.vm_config(name, vmid as u32).expect("GET config");
+            // Real PVE flags a template in both answers; fakepve only in the list.
+            let flagged = |v: Option<&Value>| v.is_some_and(|t| t == 1 || t == "1");
+            if flagged(vm.get("template")) || flagged(config.get("template")) {
+                continue;
+            }
+            let tags = normalize_tags(config.get("tags").and_then(Value::as_str).unwrap_or(""));
+            for (list, tag) in found.iter_mut().zip(["k3s-server", "k3s-agent", "k3s-storage"]) {
+                if tags.iter().any(|t| t == tag) {
+                    list.push((name.to_string(), vmid));
+                }
+            }
+        }
+    }
+    for list in &mut found {
+        list.sort();
+    }
+    (found[0].len(), found[1].len(), found[2].len())
+}
+
+/// Runs the release `k3sx` against the lab in `dir` (HOME too), environment isolated as in the
+/// CLI tests; returns stdout. Panics unless it exits 0.
+fn k3sx(pve: &FakePve, dir: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PROXMOX_") || k.starts_with("K3SX_") || k.starts_with("XDG_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("NO_COLOR", "1")
+        .env("PROXMOX_HOST", pve.host())
+        .env("PROXMOX_PORT", pve.port().to_string())
+        .env("PROXMOX_USER", pve_lab::USER)
+        .env("PROXMOX_CA_FILE", pve.ca_file())
+        .env("PROXMOX_API_TOKEN_ID", TOKEN_ID)
+        .env("PROXMOX_API_TOKEN_SECRET", TOKEN_SECRET)
+        .stdin(Stdio::null())
+        .output()
+        .expect("k3sx runs");
+    assert!(out.status.success(), "k3sx {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// (servers, agents, storage, VMs with an address) of `discover --json` output.
+fn classified(stdout: &str) -> (usize, usize, usize, usize) {
+    let out: Value = serde_json::from_str(stdout).expect("discover --json output");
+    let len = |k: &str| out[k].as_array().map_or(0, Vec::len);
+    let with_ip = ["servers", "agents", "storage"]
+        .iter()
+        .flat_map(|k| out[*k].as_array().into_iter().flatten())
+        .filter(|vm| !vm["ip"].is_null())
+        .count();
+    (len("servers"), len("agents"), len("storage"), with_ip)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed(), out)
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2 }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms >= 1000.0 { format!("{:.2} s", ms / 1e3) } else { format!("{ms:.1} ms") }
+}
+
+/// `min–max` of the samples, for the spread column.
+fn spread(samples: &[Duration]) -> String {
+    let min = samples.iter().min().copied().unwrap_or_default();
+    let max = samples.iter().max().copied().unwrap_or_default();
+    format!("{}–{}", ms(min), ms(max))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Requests fakepve logged since the last clear, and clears the log.
+fn take_requests(pve: &FakePve) -> usize {
+    let n = pve.requests().len();
+    pve.clear_requests();
+    n
+}
+
+fn check(ok: bool) -> &'static str {
+    if ok { "yes" } else { "NO" }
+}
+
+// ---------------------------------------------------------------------------- sections
+
+/// 3 nodes × 100 VMs: (a) seed algorithm, (b) `discover --no-ip`, (c) `discover`.
+fn compare(failures: &mut Vec<String>) {
+    let (scenario, exp) = scenario(300);
+    let Some(pve) = FakePve::start(scenario) else { std::process::exit(0) };
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!("\n## 300 VMs on 3 nodes, {} ms per response (load before: {})", LATENCY * 1e3, loadavg());
+
+    // One checked run of each first: right answer, and the request count.
+    pve.clear_requests();
+    let seed = seed_discovery(&pve);
+    let seed_requests = take_requests(&pve);
+    assert_eq!(seed, (exp.servers, exp.agents, exp.storage), "the seed algorithm classifies like the scenario");
+    let no_ip = classified(&k3sx(&pve, dir.path(), &["--json", "discover", "--no-ip"]));
+    let no_ip_requests = take_requests(&pve);
+    assert_eq!((no_ip.0, no_ip.1, no_ip.2), seed, "discover --no-ip finds what the seed finds");
+    let full = classified(&k3sx(&pve, dir.path(), &["--json", "discover"]));
+    let full_requests = take_requests(&pve);
+    assert_eq!((full.0, full.1, full.2), seed, "discover finds what the seed finds");
+    assert_eq!(full.3, no_ip.0 + no_ip.1 + no_ip.2, "discover finds an address for every listed VM");
+    let expected_seed = 1 + NODES + 300;
+    let expected_full = 1 + exp.k3s + exp.agent_reads;
+    for (what, got, want) in [
+        ("seed algorithm", seed_requests, expected_seed),
+        ("discover --no-ip", no_ip_requests, 1),
+        ("discover", full_requests, expected_full),
+    ] {
+        if got != want {
+            failures.push(format!("{what}: {got} requests, expected {want}"));
+        }
+    }
+
+    // Interleaved rounds: the seed once, --no-ip 4 times, full twice per round.
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        a.push(timed(|| seed_discovery(&pve)).0);
+        for _ in 0..4 {
+            b.push(timed(|| k3sx(&pve, dir.path(), &["discover", "--no-ip"])).0);
+        }
+        for _ in 0..2 {
+            c.push(timed(|| k3sx(&pve, dir.path(), &["discover"])).0);
+        }
+    }
+    pve.clear_requests();
+    let (ma, mb, mc) = (median(&a), median(&b), median(&c));
+    println!("(load after: {})\n", loadavg());
+    println!("| variant | requests | median | min–max | runs | speed-up vs (a) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |name: &str, req: usize, s: &[Duration], m: Duration| {
+        let up = ma.as_secs_f64() / m.as_secs_f64();
+        println!("| {name} | {req} | {} | {} | {} | {up:.1}× |", ms(m), spread(s), s.len());
+    };
+    row("(a) seed: /nodes + per node + per VM config, sequential", seed_requests, &a, ma);
+    row("(b) `k3sx discover --no-ip`", no_ip_requests, &b, mb);
+    row("(c) `k3sx discover` (16 reads at a time)", full_requests, &c, mc);
+    let (sb, sc) = (ma.as_secs_f64() / mb.as_secs_f64(), ma.as_secs_f64() / mc.as_secs_f64());
+    println!(
+        "\nclassified: {} servers, {} agents, {} storage ({} distinct K3s VMs, {} addresses from the guest agent)",
+        exp.servers, exp.agents, exp.storage, exp.k3s, exp.agent_reads
+    );
+    println!("acceptance: (b) 1 request: {}", check(no_ip_requests == 1));
+    println!("acceptance: (b) >= 50x faster than (a): {} ({sb:.1}x)", check(sb >= 50.0));
+    println!("acceptance: (c) >= 8x faster than (a): {} ({sc:.1}x)", check(sc >= 8.0));
+}
+
+/// `discover --no-ip` at 30, 300 and 3,000 VMs, with the lab's own share measured alongside.
+fn growth(failures: &mut Vec<String>) {
+    const RUNS: usize = 7;
+    println!("\n## Growth of `discover --no-ip`, {} ms per response", LATENCY * 1e3);
+    let mut rows = Vec::new();
+    for size in [30, 300, 3000] {
+        let (scenario, exp) = scenario(size);
+        let (startup, pve) = timed(|| FakePve::start(scenario));
+        let Some(pve) = pve else { std::process::exit(0) };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let load_before = loadavg();
+        // Scripts that stop after each stage of `discover --no-ip`, to see where time goes.
+        let scripts = [
+            ("empty.rhai", ""),
+            ("cluster.rhai", "let c = pve::cluster();\n"),
+            ("load.rhai", "import \"inventory\" as inventory;\nlet found = inventory::load(false);\n"),
+        ];
+        for (name, text) in scripts {
+            std::fs::write(dir.path().join(name), text).expect("write script");
+        }
+        let out = classified(&k3sx(&pve, dir.path(), &["--json", "discover", "--no-ip"]));
+        assert_eq!((out.0, out.1, out.2), (exp.servers, exp.agents, exp.storage), "{size} VMs classified");
+        let requests = take_requests(&pve);
+        if requests != 1 {
+            failures.push(format!("discover --no-ip at {size} VMs: {requests} requests, expected 1"));
+        }
+
+        // Per round: a fresh client's first GET /cluster/resources (TLS handshake + latency +
+        // fakepve + transfer + JSON parse), a second GET on the same connection, the typed parse,
+        // then the stage scripts and the command itself.
+        let mut s: [Vec<Duration>; 7] = Default::default();
+        let mut bytes = 0;
+        for _ in 0..RUNS {
+            let client = PveClient::new(settings(&pve)).expect("client");
+            s[0].push(timed(|| client.get("/cluster/resources", &[]).expect("GET")).0);
+            let (t, data) = timed(|| client.get("/cluster/resources", &[]).expect("GET"));
+            s[1].push(t);
+            bytes = data.to_string().len();
+            s[2].push(timed(|| k3sx::pve::parse_resources(&data).expect("parse")).0);
+            s[3].push(timed(|| k3sx(&pve, dir.path(), &["run", "empty.rhai"])).0);
+            s[4].push(timed(|| k3sx(&pve, dir.path(), &["run", "cluster.rhai"])).0);
+            s[5].push(timed(|| k3sx(&pve, dir.path(), &["run", "load.rhai"])).0);
+            s[6].push(timed(|| k3sx(&pve, dir.path(), &["discover", "--no-ip"])).0);
+        }
+        pve.clear_requests();
+        let m: Vec<Duration> = s.iter().map(|v| median(v)).collect();
+        println!(
+            "{size:>5} VMs: lab started in {}, /cluster/resources data {} kB, load {load_before} -> {}",
+            ms(startup),
+            bytes / 1000,
+            loadavg()
+        );
+        rows.push((size, m, s));
+    }
+    println!("\nmedians of {RUNS} interleaved runs (min–max below each)\n");
+    println!(
+        "| VMs | raw GET, new client | raw GET, warm | fakepve share¹ | parse | k3sx empty script | \
+         `pve::cluster()` | `inventory::load` | `discover --no-ip` | k3sx's own² |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (size, m, s) in &rows {
+        let lab = m[1].saturating_sub(Duration::from_secs_f64(LATENCY));
+        let own = m[6].saturating_sub(m[0]);
+        println!(
+            "| {size} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} |",
+            ms(m[0]),
+            ms(m[1]),
+            ms(lab),
+            ms(m[2]),
+            ms(m[3]),
+            ms(m[4]),
+            ms(m[5]),
+            ms(m[6]),
+            ms(own)
+        );
+        let spreads: Vec<String> = s.iter().map(|v| spread(v)).collect();
+        println!(
+            "| | {} | {} | | {} | {} | {} | {} | {} | |",
+            spreads[0], spreads[1], spreads[2], spreads[3], spreads[4], spreads[5], spreads[6]
+        );
+    }
+    println!(
+        "\n¹ warm GET minus the {} ms injected latency: fakepve building and sending the answer.\n\
+         ² `discover --no-ip` minus the new-client GET: process start, engine, config, conversion, \
+         classification, output.",
+        LATENCY * 1e3
+    );
+    let first = rows.first().map(|r| r.1[6]).unwrap_or_default();
+    let last = rows.last().map(|r| r.1[6]).unwrap_or_default();
+    let growth = last.as_secs_f64() / first.as_secs_f64();
+    println!("\nacceptance: discover --no-ip 30 -> 3000 VMs grows <= 1.5x: {} ({growth:.2}x)", check(growth <= 1.5));
+    let first_own = rows.first().map(|r| r.1[6].saturating_sub(r.1[0])).unwrap_or_default();
+    let last_own = rows.last().map(|r| r.1[6].saturating_sub(r.1[0])).unwrap_or_default();
+    println!(
+        "k3sx's own part 30 -> 3000 VMs: {} -> {} ({:.2}x)",
+        ms(first_own),
+        ms(last_own),
+        last_own.as_secs_f64() / first_own.as_secs_f64().max(1e-9)
+    );
+}
+
+/// `-- serve VMS`: starts the lab with VMS VMs, prints the environment that points k3sx at it
+/// and keeps it up until stdin closes — to profile or time k3sx by hand.
+fn serve(vms: usize) {
+    let (scenario, exp) = scenario(vms);
+    let Some(pve) = FakePve::start(scenario) else { return };
+    println!("# lab with {vms} VMs ({exp:?}); paste into a shell:");
+    println!("export PROXMOX_HOST={} PROXMOX_PORT={} PROXMOX_USER={}", pve.host(), pve.port(), pve_lab::USER);
+    println!("export PROXMOX_CA_FILE={}", pve.ca_file().display());
+    println!("export PROXMOX_API_TOKEN_ID={TOKEN_ID} PROXMOX_API_TOKEN_SECRET={TOKEN_SECRET}");
+    println!("# up until stdin closes");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else not starting with `-` picks sections.
+    let picked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let want = |s: &str| picked.is_empty() || picked.iter().any(|p| s.contains(p.as_str()));
+    if pve_lab::python().is_none() {
+        println!("discovery bench skipped: fakepve is not installed (create .venv, see .ci/run)");
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# discovery bench: {cores} cores, load {}, binary {BIN}", loadavg());
+    if let Some(size) = picked.iter().position(|p| p == "serve").and_then(|i| picked.get(i + 1)) {
+        serve(size.parse().expect("serve VMS"));
+        return;
+    }
+    let mut failures = Vec::new();
+    let start = Instant::now();
+    if want("compare") {
+        compare(&mut failures);
+    }
+    if want("growth") {
+        growth(&mut failures);
+    }
+    println!("\ntotal bench time {}", ms(start.elapsed()));
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("FAILED: {f}");
+        }
+        std::process::exit(1);
+    }
+}
