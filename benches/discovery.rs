@@ -6,6 +6,8 @@
 //! cargo bench --bench discovery                 # everything (about 2 minutes)
 //! cargo bench --bench discovery -- compare      # only the 300-VM comparison
 //! cargo bench --bench discovery -- growth       # only the growth series
+//! cargo bench --bench discovery -- engine       # only k3sx's in-process share (no lab needed)
+//! cargo bench --bench discovery -- serve 3000   # a lab to run or profile k3sx against by hand
 //! ```
 //! Needs fakepve in `.venv` (or `K3SX_TEST_PYTHON`); without it the bench says so and exits 0,
 //! except under `CI=true`. Wall times are medians of interleaved repetitions, so a burst of load
@@ -20,8 +22,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use k3sx::pve::{PveClient, PveSettings, normalize_tags};
+use k3sx::script::api::pve::vm_map;
+use k3sx::script::host::{Host, RunOptions};
 use k3sx::secret::Secret;
+use rhai::{Array, Dynamic, Scope};
 use serde_json::{Value, json};
 
 use pve_lab::FakePve;
@@ -121,6 +129,26 @@ fn scenario(vms: usize) -> (Value, Expected) {
         "vms": list,
     });
     (scenario, exp)
+}
+
+/// The `data` of `GET /cluster/resources` for the scenario, shaped as fakepve answers it.
+fn resources(scenario: &Value) -> Value {
+    let mut data: Vec<Value> = Vec::new();
+    for vm in scenario["vms"].as_array().into_iter().flatten() {
+        let mut item = json!({"id": format!("qemu/{}", vm["vmid"]), "type": "qemu", "node": vm["node"],
+                              "vmid": vm["vmid"], "name": vm["name"], "status": vm["status"],
+                              "template": i32::from(vm["template"] == true), "maxmem": 2147483648u64,
+                              "maxcpu": 2, "uptime": 0});
+        if let Some(tags) = vm.get("tags") {
+            item["tags"] = tags.clone();
+        }
+        data.push(item);
+    }
+    for node in scenario["nodes"].as_array().into_iter().flatten() {
+        data.push(json!({"id": format!("node/{}", node.as_str().unwrap()), "type": "node", "node": node,
+                         "status": "online"}));
+    }
+    Value::Array(data)
 }
 
 fn settings(pve: &FakePve) -> PveSettings {
@@ -329,6 +357,7 @@ fn growth(failures: &mut Vec<String>) {
         // Scripts that stop after each stage of `discover --no-ip`, to see where time goes.
         let scripts = [
             ("empty.rhai", ""),
+            ("version.rhai", "let v = pve::get(\"/version\");\n"),
             ("cluster.rhai", "let c = pve::cluster();\n"),
             ("load.rhai", "import \"inventory\" as inventory;\nlet found = inventory::load(false);\n"),
         ];
@@ -342,10 +371,10 @@ fn growth(failures: &mut Vec<String>) {
             failures.push(format!("discover --no-ip at {size} VMs: {requests} requests, expected 1"));
         }
 
-        // Per round: a fresh client's first GET /cluster/resources (TLS handshake + latency +
-        // fakepve + transfer + JSON parse), a second GET on the same connection, the typed parse,
-        // then the stage scripts and the command itself.
-        let mut s: [Vec<Duration>; 7] = Default::default();
+        // Per round, in-process: a fresh client's first GET /cluster/resources (TLS handshake +
+        // latency + fakepve + transfer + JSON parse), the same GET on the warm connection, and a
+        // warm GET /version; then the release binary: the stage scripts and the command itself.
+        let mut s: [Vec<Duration>; 8] = Default::default();
         let mut bytes = 0;
         for _ in 0..RUNS {
             let client = PveClient::new(settings(&pve)).expect("client");
@@ -353,11 +382,11 @@ fn growth(failures: &mut Vec<String>) {
             let (t, data) = timed(|| client.get("/cluster/resources", &[]).expect("GET"));
             s[1].push(t);
             bytes = data.to_string().len();
-            s[2].push(timed(|| k3sx::pve::parse_resources(&data).expect("parse")).0);
-            s[3].push(timed(|| k3sx(&pve, dir.path(), &["run", "empty.rhai"])).0);
-            s[4].push(timed(|| k3sx(&pve, dir.path(), &["run", "cluster.rhai"])).0);
-            s[5].push(timed(|| k3sx(&pve, dir.path(), &["run", "load.rhai"])).0);
-            s[6].push(timed(|| k3sx(&pve, dir.path(), &["discover", "--no-ip"])).0);
+            s[2].push(timed(|| client.get("/version", &[]).expect("GET")).0);
+            for (i, script) in ["empty.rhai", "version.rhai", "cluster.rhai", "load.rhai"].iter().enumerate() {
+                s[3 + i].push(timed(|| k3sx(&pve, dir.path(), &["run", script])).0);
+            }
+            s[7].push(timed(|| k3sx(&pve, dir.path(), &["discover", "--no-ip"])).0);
         }
         pve.clear_requests();
         let m: Vec<Duration> = s.iter().map(|v| median(v)).collect();
@@ -371,48 +400,35 @@ fn growth(failures: &mut Vec<String>) {
     }
     println!("\nmedians of {RUNS} interleaved runs (min–max below each)\n");
     println!(
-        "| VMs | raw GET, new client | raw GET, warm | fakepve share¹ | parse | k3sx empty script | \
-         `pve::cluster()` | `inventory::load` | `discover --no-ip` | k3sx's own² |"
+        "| VMs | raw GET, new client | raw GET, warm | fakepve share¹ | `k3sx run` empty | \
+         `pve::get(\"/version\")` | `pve::cluster()` | `inventory::load` | `discover --no-ip` | k3sx's own² |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (size, m, s) in &rows {
         let lab = m[1].saturating_sub(Duration::from_secs_f64(LATENCY));
-        let own = m[6].saturating_sub(m[0]);
-        println!(
-            "| {size} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} |",
-            ms(m[0]),
-            ms(m[1]),
-            ms(lab),
-            ms(m[2]),
-            ms(m[3]),
-            ms(m[4]),
-            ms(m[5]),
-            ms(m[6]),
-            ms(own)
-        );
-        let spreads: Vec<String> = s.iter().map(|v| spread(v)).collect();
-        println!(
-            "| | {} | {} | | {} | {} | {} | {} | {} | |",
-            spreads[0], spreads[1], spreads[2], spreads[3], spreads[4], spreads[5], spreads[6]
-        );
+        let own = m[7].saturating_sub(m[0]);
+        let cells: Vec<String> = [m[0], m[1], lab, m[3], m[4], m[5], m[6]].iter().map(|d| ms(*d)).collect();
+        println!("| {size} | {} | **{}** | {} |", cells.join(" | "), ms(m[7]), ms(own));
+        let sp: Vec<String> = s.iter().map(|v| spread(v)).collect();
+        println!("| | {} | {} | | {} | {} | {} | {} | {} | |", sp[0], sp[1], sp[3], sp[4], sp[5], sp[6], sp[7]);
     }
     println!(
         "\n¹ warm GET minus the {} ms injected latency: fakepve building and sending the answer.\n\
-         ² `discover --no-ip` minus the new-client GET: process start, engine, config, conversion, \
-         classification, output.",
+         ² `discover --no-ip` minus the new-client GET: process start, engine, config, TLS set-up, \
+         conversion, classification, output.",
         LATENCY * 1e3
     );
-    let first = rows.first().map(|r| r.1[6]).unwrap_or_default();
-    let last = rows.last().map(|r| r.1[6]).unwrap_or_default();
-    let growth = last.as_secs_f64() / first.as_secs_f64();
+    let (first, last) = (&rows[0].1, &rows[rows.len() - 1].1);
+    let growth = last[7].as_secs_f64() / first[7].as_secs_f64();
     println!("\nacceptance: discover --no-ip 30 -> 3000 VMs grows <= 1.5x: {} ({growth:.2}x)", check(growth <= 1.5));
-    let first_own = rows.first().map(|r| r.1[6].saturating_sub(r.1[0])).unwrap_or_default();
-    let last_own = rows.last().map(|r| r.1[6].saturating_sub(r.1[0])).unwrap_or_default();
+    let (own_first, own_last) = (first[7].saturating_sub(first[0]), last[7].saturating_sub(last[0]));
     println!(
-        "k3sx's own part 30 -> 3000 VMs: {} -> {} ({:.2}x)",
-        ms(first_own),
-        ms(last_own),
-        last_own.as_secs_f64() / first_own.as_secs_f64().max(1e-9)
+        "k3sx's own part 30 -> 3000 VMs: {} -> {} ({:.2}x); fixed cost of the first request in a \
+         process (version script - empty script - warm GET): {}",
+        ms(own_first),
+        ms(own_last),
+        own_last.as_secs_f64() / own_first.as_secs_f64().max(1e-9),
+        ms(first[4].saturating_sub(first[3]).saturating_sub(first[2]))
     );
 }
 
@@ -429,13 +445,101 @@ fn serve(vms: usize) {
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
 }
 
+/// The classification `discover --no-ip` runs (`inventory::by_tags`, then a sort per role).
+const CLASSIFY: &str = r#"
+import "inventory" as inventory;
+let f = inventory::by_tags(vms);
+#{servers: inventory::sort_vms(f.servers), agents: inventory::sort_vms(f.agents),
+  storage: inventory::sort_vms(f.storage)}
+"#;
+/// The table rows of `scripts/discover.rhai`, as it builds them (a `push` per row).
+const ROWS_PUSH: &str = r#"
+import "inventory" as inventory;
+let rows = [];
+for role in [["server", found.servers], ["agent", found.agents], ["storage", found.storage]] {
+    for vm in role[1] { let r = inventory::summary(vm); r.role = role[0]; rows.push(r); }
+}
+rows.len()
+"#;
+/// The same rows built with `map` and `+=`: one size check per role instead of one per row.
+const ROWS_MAP: &str = r#"
+import "inventory" as inventory;
+let rows = [];
+for role in [["server", found.servers], ["agent", found.agents], ["storage", found.storage]] {
+    let name = role[0];
+    rows += role[1].map(|vm| { let r = inventory::summary(vm); r.role = name; r });
+}
+rows.len()
+"#;
+
+/// k3sx's own work on the answer, in-process and without a lab: JSON parse into the typed
+/// cluster, conversion to Rhai values, classification and table rows with k3sx's engine —
+/// as built (data-size limits on) and with the limits off, which skips Rhai's per-call
+/// re-measuring of the mutated array.
+fn engine() {
+    const RUNS: usize = 5;
+    println!(
+        "
+## In-process: k3sx's engine on the /cluster/resources answer (no lab, medians of {RUNS})
+"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = RunOptions { cwd: dir.path().to_path_buf(), ..RunOptions::default() };
+    let host = Host::new(k3sx::config::Loaded::defaults(), options, rhai::Map::new(), Arc::new(AtomicBool::new(false)));
+    println!(
+        "| VMs | JSON text → typed (serde + parse) | typed → Rhai maps | classify, limits on | rows (`push`), limits on | \
+         rows (`map`), limits on | classify, limits off | rows (`push`), limits off |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for size in [30, 300, 3000] {
+        let (scenario, exp) = scenario(size);
+        let text = serde_json::to_string(&json!({"data": resources(&scenario)})).unwrap();
+        let mut t: [Vec<Duration>; 7] = Default::default();
+        let engines = {
+            let on = k3sx::script::build_engine(&host);
+            let mut off = k3sx::script::build_engine(&host);
+            off.set_max_string_size(0);
+            off.set_max_array_size(0);
+            off.set_max_map_size(0);
+            [on, off]
+        };
+        for _ in 0..RUNS {
+            let (d, cluster) = timed(|| {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                k3sx::pve::parse_resources(&v["data"]).unwrap()
+            });
+            t[0].push(d);
+            let (d, vms) = timed(|| cluster.vms.iter().map(vm_map).collect::<Array>());
+            t[1].push(d);
+            for (e, engine) in engines.iter().enumerate() {
+                let run = |script: &str, name: &str, value: Dynamic| {
+                    let ast = engine.compile(script).expect("compiles");
+                    let mut scope = Scope::new();
+                    scope.push(name, value);
+                    timed(|| engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("runs"))
+                };
+                let (d, found) = run(CLASSIFY, "vms", Dynamic::from_array(vms.clone()));
+                t[if e == 0 { 2 } else { 5 }].push(d);
+                let (d, rows) = run(ROWS_PUSH, "found", found.clone());
+                t[if e == 0 { 3 } else { 6 }].push(d);
+                assert_eq!(rows.as_int().unwrap() as usize, exp.servers + exp.agents + exp.storage);
+                if e == 0 {
+                    t[4].push(run(ROWS_MAP, "found", found).0);
+                }
+            }
+        }
+        let m: Vec<String> = t.iter().map(|v| ms(median(v))).collect();
+        println!("| {size} | {} | {} | {} | {} | {} | {} | {} |", m[0], m[1], m[2], m[3], m[4], m[5], m[6]);
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else not starting with `-` picks sections.
     let picked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let want = |s: &str| picked.is_empty() || picked.iter().any(|p| s.contains(p.as_str()));
-    if pve_lab::python().is_none() {
-        println!("discovery bench skipped: fakepve is not installed (create .venv, see .ci/run)");
-        return;
+    let lab = pve_lab::python().is_some();
+    if !lab {
+        println!("discovery bench: fakepve is not installed (create .venv, see .ci/run): lab sections skipped");
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("# discovery bench: {cores} cores, load {}, binary {BIN}", loadavg());
@@ -445,11 +549,14 @@ fn main() {
     }
     let mut failures = Vec::new();
     let start = Instant::now();
-    if want("compare") {
+    if lab && want("compare") {
         compare(&mut failures);
     }
-    if want("growth") {
+    if lab && want("growth") {
         growth(&mut failures);
+    }
+    if want("engine") {
+        engine();
     }
     println!("\ntotal bench time {}", ms(start.elapsed()));
     if !failures.is_empty() {
