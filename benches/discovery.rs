@@ -8,6 +8,7 @@
 //! cargo bench --bench discovery -- growth       # only the growth series
 //! cargo bench --bench discovery -- engine       # only k3sx's in-process share (no lab needed)
 //! cargo bench --bench discovery -- serve 3000   # a lab to run or profile k3sx against by hand
+//! K3SX_BENCH_BIN=/path/to/k3sx cargo bench --bench discovery   # another build on the same lab
 //! ```
 //! Needs fakepve in `.venv` (or `K3SX_TEST_PYTHON`); without it the bench says so and exits 0,
 //! except under `CI=true`. Wall times are medians of interleaved repetitions, so a burst of load
@@ -35,6 +36,12 @@ use serde_json::{Value, json};
 use pve_lab::FakePve;
 
 const BIN: &str = env!("CARGO_BIN_EXE_k3sx");
+
+/// The binary under test: this package's release build, or `K3SX_BENCH_BIN` to compare another
+/// build of k3sx on the same lab.
+fn bin() -> String {
+    std::env::var("K3SX_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 const TOKEN_ID: &str = "k3sx";
 const TOKEN_SECRET: &str = "bench-token-secret-0d3c";
 /// Seconds of latency fakepve adds to every response (PVE seconds at `time_scale` 1).
@@ -199,7 +206,7 @@ fn seed_discovery(pve: &FakePve) -> (usize, usize, usize) {
 /// Runs the release `k3sx` against the lab in `dir` (HOME too), environment isolated as in the
 /// CLI tests; returns stdout. Panics unless it exits 0.
 fn k3sx(pve: &FakePve, dir: &Path, args: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("PROXMOX_") || k.starts_with("K3SX_") || k.starts_with("XDG_") {
             cmd.env_remove(k);
@@ -542,7 +549,7 @@ fn main() {
         println!("discovery bench: fakepve is not installed (create .venv, see .ci/run): lab sections skipped");
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("# discovery bench: {cores} cores, load {}, binary {BIN}", loadavg());
+    println!("# discovery bench: {cores} cores, load {}, binary {}", loadavg(), bin());
     if let Some(size) = picked.iter().position(|p| p == "serve").and_then(|i| picked.get(i + 1)) {
         serve(size.parse().expect("serve VMS"));
         return;
