@@ -16,7 +16,6 @@
 //! expected one exits 1; a missed speed goal is reported, not fatal (it depends on the machine).
 
 #[path = "../tests/lab/pve.rs"]
-#[allow(dead_code)]
 mod pve_lab;
 
 use std::path::Path;
