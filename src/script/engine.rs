@@ -15,13 +15,11 @@ use crate::ui::Level;
 /// The engine with every primitive registered and the stdlib resolver in place.
 pub fn build_engine(host: &Arc<Host>) -> Engine {
     let mut engine = Engine::new();
-    // Workflows are long-running loops over VMs; depth limits guard against runaway
-    // recursion, not against work.
+    // Depth limits guard against runaway recursion. No data-size limits: with any of them set,
+    // Rhai re-measures a whole array after every `push`, which made building a 3,000-VM list
+    // quadratic (docs/performance.md); a runaway script is stopped with Ctrl-C instead.
     engine.set_max_expr_depths(256, 128);
     engine.set_max_call_levels(96);
-    engine.set_max_string_size(64 << 20);
-    engine.set_max_array_size(1 << 20);
-    engine.set_max_map_size(1 << 20);
     // `CONFIG.netwrok` must be an error, not a silent `()`.
     engine.set_fail_on_invalid_map_property(true);
 

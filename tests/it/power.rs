@@ -138,7 +138,8 @@ fn stop_waits_for_slow_shutdowns_in_parallel() {
 #[test]
 fn stop_reports_a_shutdown_timeout_and_force_hard_stops_the_vm() {
     // The guest ignores ACPI: a graceful shutdown can never finish.
-    let stubborn = json!({"vmid": 101, "name": "vm101", "node": "pve1", "status": "running", "tags": "k3s-server", "acpi": false});
+    let stubborn =
+        json!({"vmid": 101, "name": "vm101", "node": "pve1", "status": "running", "tags": "k3s-server", "acpi": false});
     let Some(pve) =
         FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "time_scale": 1, "vms": [stubborn]}))
     else {

@@ -207,3 +207,11 @@ fn table_prints_aligned_text_or_json() {
 fn unknown_script_name_is_a_usage_error_listing_the_built_ins() {
     Test::new().args(&["run", "nope"]).run().status(2).stderr_has("check-version");
 }
+
+#[test]
+fn sort_by_orders_maps_by_several_keys_numbers_numerically() {
+    let script = r#"
+let vms = [#{node: "pve2", vmid: 101}, #{node: "pve1", vmid: 1000}, #{node: "pve1", vmid: 99}, #{node: (), vmid: 5}];
+print(to_json(sort_by(vms, ["node", "vmid"]).map(|v| v.vmid)));"#;
+    Test::new().file("s.rhai", script).args(&["run", "s.rhai"]).run().status(0).stdout_has("[5,99,1000,101]");
+}
