@@ -215,3 +215,16 @@ let vms = [#{node: "pve2", vmid: 101}, #{node: "pve1", vmid: 1000}, #{node: "pve
 print(to_json(sort_by(vms, ["node", "vmid"]).map(|v| v.vmid)));"#;
     Test::new().file("s.rhai", script).args(&["run", "s.rhai"]).run().status(0).stdout_has("[5,99,1000,101]");
 }
+
+#[test]
+fn an_uncaught_primitive_error_names_the_line_and_column_of_the_call() {
+    Test::new()
+        .file("stdlib/checks.rhai", "fn check(v) {\n    k3s::parse_version(v)\n}\n")
+        .file("c.rhai", "import \"checks\" as c;\nlet ok = 1;\nc::check(\"v1.x\");\n")
+        .args(&["run", "c.rhai"])
+        .run()
+        .status(1)
+        .stderr_has("stdlib/checks.rhai:2:10: `v1.x` is not a K3s version")
+        .stderr_has("2 |     k3s::parse_version(v)")
+        .stderr_has("in `check`, called at c.rhai:3:4");
+}
