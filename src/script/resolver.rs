@@ -103,7 +103,8 @@ pub fn find_script(script: &str, cwd: &Path) -> Result<Found> {
     find_all(Kind::Script, script, cwd).into_iter().next().ok_or_else(|| {
         let known = embedded::names(Kind::Script).join(", ");
         Error::Usage(format!(
-            "no script named `{script}` in ./scripts, the user scripts dir or the built-ins ({known})"
+            "no script named `{script}` in ./scripts, the user scripts dir or the built-ins ({known}); \
+             a `{script}.rhai` of your own in ./scripts would run"
         ))
     })
 }

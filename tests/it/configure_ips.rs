@@ -51,7 +51,12 @@ fn dry_run_writes_nothing_then_the_run_sets_every_vm_then_a_second_run_sends_no_
 
     let run = t.run_args(&["configure-ips"]).status(0);
     assert!(run.stderr.contains("3 VM(s) updated"), "{}", run.stderr);
-    assert!(run.stderr.contains("need a reboot"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 running VM(s) need cloud-init regenerated and a reboot (k3sx configure-ips --restart does both): pve1/101 vm101"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 stopped VM(s) get their address at the next start: pve1/102 vm102, pve1/103 vm103"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(ipconfig(&pve, 101), "ip=10.10.0.201/24,gw=10.10.0.1");
     assert_eq!(ipconfig(&pve, 102), "ip=10.10.0.202/24,gw=10.10.0.1");
     assert_eq!(ipconfig(&pve, 103), "ip=10.10.0.203/24,gw=10.10.0.1");
