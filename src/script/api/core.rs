@@ -26,6 +26,7 @@ pub fn module(host: &Arc<Host>) -> Module {
     register_parallel(&mut m);
     register_misc(&mut m, host);
     register_sorting(&mut m);
+    register_join(&mut m);
     super::progress::register_all(&mut m, host);
     m
 }
@@ -398,6 +399,16 @@ fn register_sorting(m: &mut Module) {
             });
             items
         },
+    );
+}
+
+fn register_join(m: &mut Module) {
+    register(
+        m,
+        "join",
+        &["items: Array", "separator: &str", "String"],
+        "The items as text, separated by `separator`.\n\n```rhai\njoin([\"pve1/101\", \"pve1/102\"], \", \") // \"pve1/101, pve1/102\"\n```",
+        |items: Array, sep: &str| items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(sep),
     );
 }
 
