@@ -117,17 +117,6 @@ impl Run {
     }
 }
 
-/// A test prerequisite is missing: in CI that is a failure, elsewhere the test is skipped
-/// with a visible note.
-#[allow(dead_code)] // used by the lab tests
-pub fn require(ok: bool, what: &str) -> bool {
-    if !ok {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "prerequisite missing in CI: {what}");
-        eprintln!("skipped: {what}");
-    }
-    ok
-}
-
 /// A local HTTP server answering fixed routes: `(path, status, body, extra headers)`.
 pub struct FixtureServer {
     pub base: String,
@@ -178,7 +167,6 @@ pub const PVE_TOKEN_SECRET: &str = "5f0c-lab-token-secret-77a1";
 impl Test {
     /// Points k3sx at a fakepve lab: host, port, CA file and (unless `password` is given) the
     /// lab's API token.
-    #[allow(dead_code)]
     pub fn pve(self, pve: &crate::lab::pve::FakePve, password: Option<&str>) -> Self {
         let t = self
             .env("PROXMOX_HOST", pve.host())
