@@ -184,6 +184,9 @@ pub struct ConfigureIpsFlags {
     /// Afterwards start or reboot the VMs whose cloud-init changed, and wait
     #[arg(long)]
     pub restart: bool,
+    /// Seconds to wait for each restart
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u32,
     /// How many VMs are handled at once
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub parallel: u32,

@@ -149,3 +149,47 @@ fn restart_applies_cloud_init_to_the_changed_vms() {
     assert!(paths.contains(&"POST /nodes/pve1/qemu/102/status/start".to_string()), "{paths:?}");
     assert_eq!(pve.vm(102)["status"], "running");
 }
+
+#[test]
+fn a_vm_on_an_offline_node_stops_the_plan_so_its_address_is_not_handed_out() {
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "nodes": ["pve1", {"name": "pve2", "online": false}],
+        "vms": [vm(101, "stopped", "k3s-server", json!({})),
+                {"vmid": 201, "name": "far", "node": "pve2", "status": "running", "tags": "k3s-agent",
+                 "config": {"ipconfig0": "ip=10.10.0.201/24,gw=10.10.0.1"}}]}))
+    else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).file("k3sx.json", CONFIG).args(&["configure-ips"]).run().status(1);
+    assert!(run.stderr.contains("pve2/201 far"), "{}", run.stderr);
+    assert!(puts(&pve).is_empty());
+}
+
+#[test]
+fn restart_later_still_applies_what_an_earlier_run_wrote() {
+    let Some(pve) = lab(vec![vm(101, "running", "k3s-server", json!({}))]) else { return };
+    let t = Test::new().pve(&pve, None).file("k3sx.json", CONFIG);
+    t.run_args(&["configure-ips"]).status(0);
+    pve.clear_requests();
+    t.run_args(&["configure-ips", "--restart"]).status(0).stderr_has("nothing to change");
+    let paths: Vec<String> = pve.requests().into_iter().map(|r| format!("{} {}", r.method, r.api_path())).collect();
+    assert!(paths.contains(&"PUT /nodes/pve1/qemu/101/cloudinit".to_string()), "{paths:?}");
+    assert!(paths.contains(&"POST /nodes/pve1/qemu/101/status/reboot".to_string()), "{paths:?}");
+    // Now the drive is current: a third run restarts nothing.
+    pve.clear_requests();
+    t.run_args(&["configure-ips", "--restart"]).status(0);
+    assert!(!pve.requests().iter().any(|r| r.method != "GET"), "{:?}", pve.requests());
+}
+
+#[test]
+fn a_failed_cloud_init_regenerate_is_reported_and_the_other_vms_are_restarted() {
+    let Some(pve) = lab(vec![vm(101, "running", "k3s-server", json!({})), vm(102, "running", "k3s-agent", json!({}))]) else {
+        return;
+    };
+    pve.fail("PUT", "/qemu/101/cloudinit", 500, "VM is locked (backup)", None);
+    let run = Test::new().pve(&pve, None).file("k3sx.json", CONFIG).args(&["configure-ips", "--restart"]).run().status(1);
+    assert!(run.stderr.contains("pve1/101 vm101: cloud-init not regenerated"), "{}", run.stderr);
+    let paths: Vec<String> = pve.requests().into_iter().map(|r| format!("{} {}", r.method, r.api_path())).collect();
+    assert!(paths.contains(&"POST /nodes/pve1/qemu/102/status/reboot".to_string()), "{paths:?}");
+    assert!(!paths.contains(&"POST /nodes/pve1/qemu/101/status/reboot".to_string()), "{paths:?}");
+}
