@@ -8,7 +8,10 @@ use clap::{CommandFactory, Parser};
 use rhai::{Dynamic, Map};
 use serde::Serialize;
 
-use crate::cli::{ArgFlags, Cli, Command, ConfigCommand, ScriptsCommand, Workflow};
+use crate::cli::{
+    ArgFlags, CheckVersionFlags, Cli, Command, ConfigCommand, ConfigureIpsFlags, DiscoverFlags, PowerFlags,
+    ScriptsCommand, Workflow,
+};
 use crate::config::{self, LoadOptions, Loaded};
 use crate::error::{Error, ExitCode, Result};
 use crate::script::embedded::{self, Kind};
@@ -120,16 +123,59 @@ fn dispatch(cli: Cli, cancel: Arc<AtomicBool>) -> Result<()> {
         }
     };
     let found = resolver::find_script(&script, &cwd)?;
+    // `k3sx run stop` sees the same ARGS as `k3sx stop`: the workflow's flag defaults first.
+    let args = match &cli.command {
+        Command::Run { .. } => with_workflow_defaults(&found.name, args),
+        _ => args,
+    };
     let host = Host::new(load_config(&cli, &cwd)?, opts, args, cancel);
     runner::run(&host, &found)
 }
 
-/// A workflow's own flags and its `--arg` values, as the script's `ARGS`.
+/// A workflow's own flags and its `--arg` values, as the script's `ARGS`. An `--arg` may not
+/// stand in for one of the flags: it would arrive untyped (`--arg vm=101` is not `--vm 101`).
 fn workflow_args<F: clap::Args + Serialize>(w: &Workflow<F>) -> Result<Map> {
-    let value = serde_json::to_value(&w.flags).expect("flags serialise");
-    let mut map: Map = rhai::serde::to_dynamic(value).ok().and_then(|d| d.try_cast::<Map>()).unwrap_or_default();
-    map.extend(parse_arg_flags(&w.extra)?);
+    let mut map = flags_map(&w.flags);
+    for (key, value) in parse_arg_flags(&w.extra)? {
+        if map.contains_key(&key) {
+            return Err(Error::Usage(format!(
+                "--arg {key}=...: `{key}` is a flag of this command; use --{}",
+                key.replace('_', "-")
+            )));
+        }
+        map.insert(key, value);
+    }
     Ok(map)
+}
+
+fn flags_map<F: Serialize>(flags: &F) -> Map {
+    let value = serde_json::to_value(flags).expect("flags serialise");
+    rhai::serde::to_dynamic(value).ok().and_then(|d| d.try_cast::<Map>()).unwrap_or_default()
+}
+
+/// The defaults of a built-in workflow's flags under `args`, so its script finds every key.
+fn with_workflow_defaults(name: &str, args: Map) -> Map {
+    let mut map = match name {
+        "discover" => flag_defaults::<DiscoverFlags>(),
+        "start" | "stop" | "restart" => flag_defaults::<PowerFlags>(),
+        "configure-ips" => flag_defaults::<ConfigureIpsFlags>(),
+        "check-version" => flag_defaults::<CheckVersionFlags>(),
+        _ => Map::new(),
+    };
+    for (key, value) in args {
+        // `--arg vm=101` for a list flag means the list [101].
+        let value = match map.get(&key) {
+            Some(default) if default.is_array() && !value.is_array() => Dynamic::from_array(vec![value]),
+            _ => value,
+        };
+        map.insert(key, value);
+    }
+    map
+}
+
+fn flag_defaults<F: clap::Args + clap::FromArgMatches + Serialize>() -> Map {
+    let matches = F::augment_args(clap::Command::new("k3sx")).get_matches_from(["k3sx"]);
+    flags_map(&F::from_arg_matches(&matches).expect("every flag has a default"))
 }
 
 /// `--arg k=v`: integers and `true`/`false` are typed, everything else is a string.

@@ -22,6 +22,16 @@ pub fn render_eval_error(err: &EvalAltResult, source: &str) -> (String, ExitCode
     let (leaf, leaf_source) = unwrap(err, source.to_string(), &mut notes);
     let pos = leaf.position();
     let (message, code) = match leaf {
+        EvalAltResult::ErrorRuntime(value, _) if error_kind(value).as_deref() == Some("exit") => {
+            let code = value.read_lock::<rhai::Map>().and_then(|m| m.get("code").and_then(|c| c.as_int().ok()));
+            let code = match code {
+                Some(0) => ExitCode::Ok,
+                Some(2) => ExitCode::Usage,
+                Some(130) => ExitCode::Cancelled,
+                _ => ExitCode::Failed,
+            };
+            return (String::new(), code);
+        }
         EvalAltResult::ErrorRuntime(value, _) => {
             let kind = error_kind(value);
             let code = match kind.as_deref() {

@@ -20,19 +20,14 @@ pub fn run(host: &Arc<Host>, script: &Found) -> Result<()> {
     tracing::debug!(script = %script.source, location = %script.location.label(), "running");
     match engine.run_ast_with_scope(&mut scope, &ast) {
         Ok(()) => Ok(()),
-        Err(err) => Err(script_failure(&err, &script.source)),
+        Err(err) => match script_failure(&err, &script.source) {
+            Error::Script { code: ExitCode::Ok, .. } => Ok(()),
+            failure => Err(failure),
+        },
     }
 }
 
 pub fn script_failure(err: &EvalAltResult, source: &str) -> Error {
-    if let EvalAltResult::Exit(value, _) = err {
-        let code = match value.as_int() {
-            Ok(0) => ExitCode::Ok,
-            Ok(2) => ExitCode::Usage,
-            _ => ExitCode::Failed,
-        };
-        return Error::Script { rendered: String::new(), code };
-    }
     let (rendered, code) = render_eval_error(err, source);
     if code == ExitCode::Cancelled {
         return Error::Cancelled;

@@ -183,11 +183,13 @@ fn restart_later_still_applies_what_an_earlier_run_wrote() {
 
 #[test]
 fn a_failed_cloud_init_regenerate_is_reported_and_the_other_vms_are_restarted() {
-    let Some(pve) = lab(vec![vm(101, "running", "k3s-server", json!({})), vm(102, "running", "k3s-agent", json!({}))]) else {
+    let Some(pve) = lab(vec![vm(101, "running", "k3s-server", json!({})), vm(102, "running", "k3s-agent", json!({}))])
+    else {
         return;
     };
     pve.fail("PUT", "/qemu/101/cloudinit", 500, "VM is locked (backup)", None);
-    let run = Test::new().pve(&pve, None).file("k3sx.json", CONFIG).args(&["configure-ips", "--restart"]).run().status(1);
+    let run =
+        Test::new().pve(&pve, None).file("k3sx.json", CONFIG).args(&["configure-ips", "--restart"]).run().status(1);
     assert!(run.stderr.contains("pve1/101 vm101: cloud-init not regenerated"), "{}", run.stderr);
     let paths: Vec<String> = pve.requests().into_iter().map(|r| format!("{} {}", r.method, r.api_path())).collect();
     assert!(paths.contains(&"POST /nodes/pve1/qemu/102/status/reboot".to_string()), "{paths:?}");

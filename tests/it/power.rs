@@ -152,3 +152,17 @@ fn stop_reports_a_shutdown_timeout_and_force_hard_stops_the_vm() {
     assert_eq!(rows(&run.stdout)[0]["action"], "shutdown (force)");
     assert_eq!(pve.vm(101)["status"], "stopped");
 }
+
+#[test]
+fn run_of_a_workflow_script_gets_the_flag_defaults_and_arg_cannot_replace_a_flag() {
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "vms": [vm(101, "pve1", "stopped", "k3s-server"), vm(102, "pve1", "stopped", "k3s-agent")]}))
+    else {
+        return;
+    };
+    let t = Test::new().pve(&pve, None);
+    t.run_args(&["run", "discover", "--arg", "no_ip=true"]).status(0).stdout_has("vm101");
+    t.run_args(&["run", "start", "--arg", "vm=102"]).status(0).stdout_has("started");
+    assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/102/status/start"]);
+    t.run_args(&["start", "--arg", "vm=101"]).status(2).stderr_has("use --vm");
+}

@@ -228,3 +228,15 @@ fn an_uncaught_primitive_error_names_the_line_and_column_of_the_call() {
         .stderr_has("2 |     k3s::parse_version(v)")
         .stderr_has("in `check`, called at c.rhai:3:4");
 }
+
+#[test]
+fn exit_ends_the_script_with_its_status() {
+    for (code, status) in [(0, 0), (1, 1), (2, 2), (7, 1)] {
+        let run = Test::new()
+            .file("e.rhai", &format!("fn f() {{ exit({code}); }}\nf();\nprint(\"not reached\");\n"))
+            .args(&["run", "e.rhai"])
+            .run()
+            .status(status);
+        assert!(!run.stdout.contains("not reached") && run.stderr.is_empty(), "{}", run.stderr);
+    }
+}
