@@ -22,7 +22,8 @@ use crate::ui::{out, render_table};
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
-    let cancel = install_ctrlc();
+    // In the REPL a second Ctrl-C must not end the session: only the evaluation.
+    let cancel = install_ctrlc(!matches!(cli.command, Command::Repl));
     let code = match dispatch(cli, cancel) {
         Ok(()) => ExitCode::Ok,
         Err(err) => {
@@ -54,12 +55,12 @@ fn init_tracing(verbose: u8, quiet: bool) {
 }
 
 /// First Ctrl-C asks the running script to stop (the engine terminates at its next step);
-/// a second one exits at once.
-fn install_ctrlc() -> Arc<AtomicBool> {
+/// a second one exits at once when `second_exits`.
+fn install_ctrlc(second_exits: bool) -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        if flag.swap(true, Ordering::SeqCst) && second_exits {
             std::process::exit(ExitCode::Cancelled as i32);
         }
     });
@@ -200,7 +201,7 @@ fn scripts_command(action: &ScriptsCommand, cwd: &Path) -> Result<()> {
         ScriptsCommand::List => {
             let mut rows = Vec::new();
             for kind in [Kind::Script, Kind::Module] {
-                for name in all_names(kind, cwd) {
+                for name in resolver::names(kind, cwd) {
                     let found = resolver::find_all(kind, &name, cwd);
                     let Some(used) = found.first() else { continue };
                     let note = match found.get(1) {
@@ -234,23 +235,6 @@ fn scripts_command(action: &ScriptsCommand, cwd: &Path) -> Result<()> {
         }
         ScriptsCommand::Eject { names, to, force } => eject(names, to.as_deref(), *force, cwd),
     }
-}
-
-/// Names of scripts or modules: built-ins plus those in the local and user dirs.
-fn all_names(kind: Kind, cwd: &Path) -> Vec<String> {
-    let mut names = embedded::names(kind);
-    for dir in resolver::search_dirs(kind, cwd) {
-        let (resolver::Location::Local(dir) | resolver::Location::User(dir)) = dir else { continue };
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        for e in entries.flatten() {
-            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".rhai")) {
-                names.push(n.to_string());
-            }
-        }
-    }
-    names.sort();
-    names.dedup();
-    names
 }
 
 fn eject(names: &[String], to: Option<&Path>, force: bool, cwd: &Path) -> Result<()> {

@@ -3,6 +3,9 @@
 //! Log lines go through one place so `-q`, `--no-color` and `NO_COLOR` hold everywhere.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use indicatif::MultiProgress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -17,13 +20,15 @@ pub struct Ui {
     pub quiet: bool,
     pub color: bool,
     pub json: bool,
+    /// The live progress display while one is shown: log lines go above it, not through it.
+    live: Arc<Mutex<Option<MultiProgress>>>,
 }
 
 impl Ui {
     pub fn new(quiet: bool, no_color: bool, json: bool) -> Self {
         let color =
             !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal();
-        Ui { quiet, color, json }
+        Ui { quiet, color, json, live: Arc::new(Mutex::new(None)) }
     }
 
     /// One log line on stderr. `-q` keeps only warnings and errors.
@@ -42,7 +47,19 @@ impl Ui {
         } else {
             format!("{tag:>5} {message}\n")
         };
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        match self.live.lock().expect("not poisoned").as_ref() {
+            Some(multi) => {
+                let _ = multi.println(line.trim_end());
+            }
+            None => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+        }
+    }
+
+    /// While `multi` is drawn, log lines are printed above it (`None` when it is gone).
+    pub fn set_live(&self, multi: Option<MultiProgress>) {
+        *self.live.lock().expect("not poisoned") = multi;
     }
 
     /// Data for the user (or a pipe) on stdout.

@@ -147,6 +147,7 @@ fn check_tags(l: &Loaded, errors: &mut Vec<String>) {
 
 fn check_inventory(l: &Loaded, errors: &mut Vec<String>) {
     let mut seen: HashMap<u32, String> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
     for (n, node) in l.config.nodes.iter().enumerate() {
         if node.id.trim().is_empty() {
             errors.push(format!("{}: a Proxmox node name is required", l.describe(&format!("nodes[{n}].id"))));
@@ -160,8 +161,16 @@ fn check_inventory(l: &Loaded, errors: &mut Vec<String>) {
                     vm.role
                 ));
             }
-            if let Some(addr) = &vm.ip {
-                ip(l, &format!("{key}.ip"), addr, errors);
+            if let Some(addr) = vm.ip.as_deref().and_then(|a| ip(l, &format!("{key}.ip"), a, errors)) {
+                if let Some(first) = ips.insert(addr, key.clone()) {
+                    errors.push(format!(
+                        "{}: {addr} is given to two VMs (also {first}.ip)",
+                        l.describe(&format!("{key}.ip"))
+                    ));
+                }
+                if let Some(why) = reserved_use(l, addr) {
+                    errors.push(format!("{}: {addr} is {why}", l.describe(&format!("{key}.ip"))));
+                }
             }
             if let Some(first) = seen.insert(vm.vmid, key.clone()) {
                 errors.push(format!(
@@ -172,6 +181,19 @@ fn check_inventory(l: &Loaded, errors: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// Why `addr` cannot be a node's address: the gateway, the VIP or in the load-balancer range.
+fn reserved_use(l: &Loaded, addr: Ipv4Addr) -> Option<String> {
+    let c = &l.config;
+    if c.network.gateway.parse() == Ok(addr) {
+        return Some("the gateway (`network.gateway`)".into());
+    }
+    if c.kube_vip.enabled && c.kube_vip.vip.parse() == Ok(addr) {
+        return Some("the control-plane VIP (`kube_vip.vip`)".into());
+    }
+    let lb = c.metallb.range.parse::<Ipv4Range>().ok().filter(|_| c.metallb.enabled)?;
+    lb.contains(addr).then(|| format!("in the load-balancer range `metallb.range` ({lb})"))
 }
 
 fn check_k3s(l: &Loaded, errors: &mut Vec<String>) {

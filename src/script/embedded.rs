@@ -48,8 +48,12 @@ pub fn source_name(kind: Kind, name: &str) -> String {
     format!("{PREFIX}{}/{name}.rhai", kind.dir_name())
 }
 
-/// The text behind a source name, whether built-in or a file on disk.
+/// The text behind a source name, whether built-in or a file on disk; `<repl>` and other
+/// `<...>` names have no file behind them.
 pub fn source_text(source: &str) -> Option<String> {
+    if source.starts_with('<') {
+        return None;
+    }
     match source.strip_prefix(PREFIX) {
         Some(rest) => {
             let (dir, file) = rest.split_once('/')?;

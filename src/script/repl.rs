@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rhai::{AST, Array, Dynamic, Engine, Map, Scope};
+use rhai::{AST, Array, Dynamic, Engine, Map, ModuleResolver, Scope};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -18,14 +18,17 @@ use rustyline::{Context, Editor, Helper};
 use super::api::core::{maps_as_table, to_json_text};
 use super::diagnostics::{render_eval_error, render_parse_error};
 use super::doc::{self, FnDoc};
+use super::embedded::Kind;
 use super::engine::build_engine;
 use super::host::Host;
+use super::resolver::{StdlibResolver, names};
 use crate::error::{Error, Result};
 
-const SOURCE: &str = "repl";
+const SOURCE: &str = "<repl>";
 
 pub fn run(host: &Arc<Host>) -> Result<()> {
-    let engine = build_engine(host);
+    let mut engine = build_engine(host);
+    preload_modules(&mut engine, host);
     let docs = doc::functions(&engine);
     let mut scope = Scope::new();
     let mut editor: Editor<ReplHelper, FileHistory> =
@@ -65,6 +68,22 @@ pub fn run(host: &Arc<Host>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every stdlib module (built-in, user, local) under its own name, so `inventory::load(false)`
+/// works without an `import` (an import on one line would not outlive that line).
+fn preload_modules(engine: &mut Engine, host: &Host) {
+    let resolver = StdlibResolver::new(host.options.cwd.clone());
+    let mut loaded = Vec::new();
+    for name in names(Kind::Module, &host.options.cwd) {
+        match resolver.resolve(engine, None, &name, rhai::Position::NONE) {
+            Ok(module) => loaded.push((name, module)),
+            Err(e) => eprintln!("warning: module `{name}` not loaded: {}", render_eval_error(&e, "<repl>").0),
+        }
+    }
+    for (name, module) in loaded {
+        engine.register_static_module(name, module);
+    }
 }
 
 /// Compiles and evaluates one input; functions it defines stay for later lines.
@@ -244,11 +263,12 @@ impl Validator for ReplHelper {
     }
 }
 
-/// Open brackets or an unterminated string mean the expression goes on on the next line.
+/// Open brackets, an unterminated string or an unclosed block comment mean the expression goes
+/// on on the next line. Brackets inside strings, characters and comments do not count.
 fn is_incomplete(input: &str) -> bool {
     let mut depth: i32 = 0;
     let mut quote: Option<char> = None;
-    let mut chars = input.chars();
+    let mut chars = input.chars().peekable();
     while let Some(c) = chars.next() {
         match (quote, c) {
             (Some(_), '\\') => {
@@ -256,7 +276,18 @@ fn is_incomplete(input: &str) -> bool {
             }
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
-            (None, '"' | '`') => quote = Some(c),
+            (None, '/') if chars.peek() == Some(&'/') => {
+                chars.by_ref().take_while(|&c| c != '\n').for_each(drop);
+            }
+            (None, '/') if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                let closed = chars.by_ref().any(|c| std::mem::replace(&mut prev, c) == '*' && c == '/');
+                if !closed {
+                    return true;
+                }
+            }
+            (None, '"' | '`' | '\'') => quote = Some(c),
             (None, '(' | '[' | '{') => depth += 1,
             (None, ')' | ']' | '}') => depth -= 1,
             _ => {}
@@ -287,5 +318,9 @@ mod tests {
         assert!(is_incomplete("let s = `a"));
         assert!(!is_incomplete("let s = \"{\";"));
         assert!(!is_incomplete("f(1)"));
+        assert!(!is_incomplete("let x = 1; // note ("));
+        assert!(!is_incomplete("let c = '{';"));
+        assert!(!is_incomplete("let x = /* ( */ 1;"));
+        assert!(is_incomplete("let x = /* still open"));
     }
 }

@@ -88,6 +88,23 @@ pub fn find_all(kind: Kind, name: &str, cwd: &Path) -> Vec<Found> {
     found
 }
 
+/// Names of scripts or modules: built-ins plus those in the local and user dirs, sorted.
+pub fn names(kind: Kind, cwd: &Path) -> Vec<String> {
+    let mut names = embedded::names(kind);
+    for dir in search_dirs(kind, cwd) {
+        let (Location::Local(dir) | Location::User(dir)) = dir else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".rhai")) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Resolves `k3sx run SCRIPT`: an existing path first, then the script search order.
 pub fn find_script(script: &str, cwd: &Path) -> Result<Found> {
     let as_path = cwd.join(script);

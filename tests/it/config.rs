@@ -129,3 +129,20 @@ fn unknown_set_key_is_a_usage_error() {
         .status(2)
         .stderr_has("did you mean `channel`?");
 }
+
+#[test]
+fn inventory_addresses_must_be_unique_and_not_reserved() {
+    Test::new()
+        .file(
+            "config.json",
+            r#"{"nodes": [{"id": "pve1", "vms": [{"vmid": 101, "role": "SERVER", "ip": "10.10.0.50"},
+                                                {"vmid": 102, "role": "AGENT", "ip": "10.10.0.50"},
+                                                {"vmid": 103, "role": "AGENT", "ip": "10.10.0.150"}]}]}"#,
+        )
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("`nodes[0].vms[1].ip`")
+        .stderr_has("10.10.0.50 is given to two VMs (also nodes[0].vms[0].ip)")
+        .stderr_has("10.10.0.150 is the control-plane VIP (`kube_vip.vip`)");
+}

@@ -121,3 +121,14 @@ fn load_runs_a_file_into_the_session_and_vars_lists_the_scope() {
     line(&mut s, ":vars");
     s.expect("let loaded = 14").unwrap();
 }
+
+#[test]
+fn stdlib_modules_are_loaded_and_comments_do_not_hold_the_line_open() {
+    let t = Test::new();
+    let mut s = repl(&t);
+    line(&mut s, "versions::verdict(\"v1.2.3+k3s1\", \"v1.2.3+k3s1\").status // a comment (");
+    s.expect("\"current\"").unwrap();
+    s.expect(PROMPT).unwrap();
+    line(&mut s, "nope(1)");
+    s.expect("error: <repl>:1:1:").unwrap();
+}

@@ -50,6 +50,7 @@ impl Progress {
             .expect("a valid template");
         let mut bars = HashMap::new();
         if mode == Mode::Live {
+            host.ui.set_live(Some(multi.clone()));
             for key in keys {
                 let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(key.clone()));
                 bar.enable_steady_tick(Duration::from_millis(120));
@@ -95,6 +96,7 @@ impl Progress {
             }
         }
         let _ = self.0.multi.clear();
+        self.0.ui.set_live(None);
     }
 }
 
