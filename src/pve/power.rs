@@ -172,7 +172,7 @@ impl PveClient {
     /// Starts the VM; returns the `qmstart` task. A start of a running VM fails in the task
     /// (`VM 101 already running`, kind `already_running`): check the status first.
     pub fn start(&self, node: &str, vmid: u32) -> Result<Upid, PveError> {
-        self.power(&WriteRequest::start(node, vmid))
+        self.send_power(&WriteRequest::start(node, vmid))
     }
 
     /// Asks the guest to shut down (ACPI); returns the `qmshutdown` task, which fails with
@@ -186,22 +186,23 @@ impl PveClient {
         timeout_secs: Option<u32>,
         force_stop: bool,
     ) -> Result<Upid, PveError> {
-        self.power(&WriteRequest::shutdown(node, vmid, timeout_secs, force_stop))
+        self.send_power(&WriteRequest::shutdown(node, vmid, timeout_secs, force_stop))
     }
 
     /// Stops the VM at once (no guest shutdown); returns the `qmstop` task.
     pub fn stop(&self, node: &str, vmid: u32) -> Result<Upid, PveError> {
-        self.power(&WriteRequest::stop(node, vmid))
+        self.send_power(&WriteRequest::stop(node, vmid))
     }
 
     /// Reboots the VM (shutdown, then start, applying pending changes); returns the `qmreboot`
     /// task. On real PVE the task ends after the shutdown half: use [`PveClient::wait_status`]
     /// for `running` afterwards.
     pub fn reboot(&self, node: &str, vmid: u32, timeout_secs: Option<u32>) -> Result<Upid, PveError> {
-        self.power(&WriteRequest::reboot(node, vmid, timeout_secs))
+        self.send_power(&WriteRequest::reboot(node, vmid, timeout_secs))
     }
 
-    fn power(&self, request: &WriteRequest) -> Result<Upid, PveError> {
+    /// Sends a power request (`WriteRequest::start`, `shutdown`, ...) and returns its task.
+    pub fn send_power(&self, request: &WriteRequest) -> Result<Upid, PveError> {
         let data = self.send_write(request)?;
         let text = data
             .as_str()

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{RhaiResult, register, script_error};
 use std::time::Duration;
 
-use crate::pve::{NodeInfo, PveClient, PveError, TaskOutcome, Upid, Vm, WriteRequest};
+use crate::pve::{NodeInfo, PveError, TaskOutcome, Upid, Vm, WriteRequest};
 use crate::script::Host;
 use crate::ui::Level;
 
@@ -132,18 +132,13 @@ fn register_reads(m: &mut Module, host: &Arc<Host>) {
 
 /// A power action: under `--dry-run` the request is printed and `()` is returned instead of
 /// a UPID (which `wait_task` accepts).
-fn power(
-    host: &Host,
-    vm: &Map,
-    request: impl Fn(&str, u32) -> WriteRequest,
-    send: impl Fn(&PveClient, &str, u32) -> Result<Upid, PveError>,
-) -> RhaiResult<Dynamic> {
+fn power(host: &Host, vm: &Map, request: impl Fn(&str, u32) -> WriteRequest) -> RhaiResult<Dynamic> {
     let (node, vmid, label) = vm_ref(vm)?;
+    let request = request(&node, vmid);
     if host.options.dry_run {
-        host.log(Level::Info, &format!("dry-run: {label}: would {}", request(&node, vmid)));
-        return Ok(Dynamic::UNIT);
+        return send_write(host, &label, &request);
     }
-    let upid = host.pve().and_then(|c| send(&c, &node, vmid)).map_err(pve_error(Some(&label)))?;
+    let upid = host.pve().and_then(|c| c.send_power(&request)).map_err(pve_error(Some(&label)))?;
     Ok(upid.as_str().to_string().into())
 }
 
@@ -160,7 +155,7 @@ fn register_power(m: &mut Module, host: &Arc<Host>) {
         "Starts the VM; returns the task's UPID for `wait_task` (`()` under `--dry-run`, where the\n\
          request is printed, not sent). PVE refuses to start a running VM: check `status` first.\n\n\
          ```rhai\nlet upid = pve::start(vm);\nlet outcome = pve::wait_task(upid, 120);\n```",
-        move |vm: Map| power(&h, &vm, WriteRequest::start, |c, n, id| c.start(n, id)),
+        move |vm: Map| power(&h, &vm, WriteRequest::start),
     );
     let h = host.clone();
     register(
@@ -169,18 +164,13 @@ fn register_power(m: &mut Module, host: &Arc<Host>) {
         &["vm: Map", "Dynamic"],
         "Stops the VM at once, without a guest shutdown (pulls the plug); returns the UPID.\n\
          A change: printed, not sent, under `--dry-run`.",
-        move |vm: Map| power(&h, &vm, WriteRequest::stop, |c, n, id| c.stop(n, id)),
+        move |vm: Map| power(&h, &vm, WriteRequest::stop),
     );
     for force in [false, true] {
         let h = host.clone();
         let shutdown = move |vm: Map, timeout: INT, force: bool| -> RhaiResult<Dynamic> {
             let t = secs(timeout)?;
-            power(
-                &h,
-                &vm,
-                |n, id| WriteRequest::shutdown(n, id, Some(t), force),
-                |c, n, id| c.shutdown(n, id, Some(t), force),
-            )
+            power(&h, &vm, |n, id| WriteRequest::shutdown(n, id, Some(t), force))
         };
         if force {
             register(
@@ -212,7 +202,7 @@ fn register_power(m: &mut Module, host: &Arc<Host>) {
          UPID. The task ends after the shutdown half: `wait_status(vm, \"running\", t)` afterwards.",
         move |vm: Map, timeout: INT| -> RhaiResult<Dynamic> {
             let t = secs(timeout)?;
-            power(&h, &vm, |n, id| WriteRequest::reboot(n, id, Some(t)), |c, n, id| c.reboot(n, id, Some(t)))
+            power(&h, &vm, |n, id| WriteRequest::reboot(n, id, Some(t)))
         },
     );
     let h = host.clone();
@@ -275,6 +265,9 @@ fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
         let h = host.clone();
         let set = move |vm: Map, changes: Map, digest: Dynamic| -> RhaiResult<()> {
             let (node, vmid, label) = vm_ref(&vm)?;
+            if changes.is_empty() {
+                return Ok(());
+            }
             let changes: Vec<(String, Option<String>)> = changes
                 .iter()
                 .map(|(k, v)| (k.to_string(), if v.is_unit() { None } else { Some(param_text(v)) }))
@@ -291,13 +284,9 @@ fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
             } else {
                 Some(digest.to_string())
             };
-            if h.options.dry_run {
-                let request = WriteRequest::set_config(&node, vmid, &changes, digest.as_deref())
-                    .map_err(|e| script_error("argument", e, Some(&label)))?;
-                h.log(Level::Info, &format!("dry-run: {label}: would {request}"));
-                return Ok(());
-            }
-            client.set_config(&node, vmid, &changes, digest.as_deref()).map_err(pve_error(Some(&label)))
+            let request = WriteRequest::set_config(&node, vmid, &changes, digest.as_deref())
+                .map_err(|e| script_error("argument", e, Some(&label)))?;
+            send_write(&h, &label, &request).map(|_| ())
         };
         if with_digest {
             register(
@@ -331,14 +320,7 @@ fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
          them. A change: printed, not sent, under `--dry-run`.",
         move |vm: Map| -> RhaiResult<()> {
             let (node, vmid, label) = vm_ref(&vm)?;
-            if h.options.dry_run {
-                h.log(
-                    Level::Info,
-                    &format!("dry-run: {label}: would {}", WriteRequest::regenerate_cloudinit(&node, vmid)),
-                );
-                return Ok(());
-            }
-            h.pve().and_then(|c| c.regenerate_cloudinit(&node, vmid)).map_err(pve_error(Some(&label)))
+            send_write(&h, &label, &WriteRequest::regenerate_cloudinit(&node, vmid)).map(|_| ())
         },
     );
 }
@@ -398,12 +380,18 @@ fn write(host: &Host, method: &'static str, path: &str, params: &Map) -> RhaiRes
         path: path.to_string(),
         params: params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect(),
     };
+    send_write(host, path, &request)
+}
+
+/// A change: under `--dry-run` printed (the request's Display masks secrets) and `()` returned,
+/// else sent; `item` names the VM or path in messages.
+fn send_write(host: &Host, item: &str, request: &WriteRequest) -> RhaiResult<Dynamic> {
     if host.options.dry_run {
-        // The request's Display masks secret parameters.
-        host.log(Level::Info, &format!("dry-run: would {request}"));
+        let on = if item == request.path { String::new() } else { format!("{item}: ") };
+        host.log(Level::Info, &format!("dry-run: {on}would {request}"));
         return Ok(Dynamic::UNIT);
     }
-    let data = host.pve().and_then(|c| c.send_write(&request)).map_err(pve_error(Some(path)))?;
+    let data = host.pve().and_then(|c| c.send_write(request)).map_err(pve_error(Some(item)))?;
     json_to_dynamic(data)
 }
 
