@@ -22,29 +22,14 @@ pub fn render_eval_error(err: &EvalAltResult, source: &str) -> (String, ExitCode
     let (leaf, leaf_source) = unwrap(err, source.to_string(), &mut notes);
     let pos = leaf.position();
     let (message, code) = match leaf {
-        EvalAltResult::ErrorRuntime(value, _) if error_kind(value).as_deref() == Some("exit") => {
-            let code = value.read_lock::<rhai::Map>().and_then(|m| m.get("code").and_then(|c| c.as_int().ok()));
-            let code = match code {
-                Some(0) => ExitCode::Ok,
-                Some(2) => ExitCode::Usage,
-                Some(130) => ExitCode::Cancelled,
-                _ => ExitCode::Failed,
-            };
-            return (String::new(), code);
-        }
-        EvalAltResult::ErrorRuntime(value, _) => {
-            let kind = error_kind(value);
-            let code = match kind.as_deref() {
-                Some(k) if CONFIG_KINDS.contains(&k) => ExitCode::Usage,
-                _ => ExitCode::Failed,
-            };
+        EvalAltResult::ErrorRuntime(value, _) => match error_kind(value).as_deref() {
+            Some("exit") => return (String::new(), exit_status(value)),
             // `fail("...")` is the script's own verdict, and a setup error (credentials, TLS,
             // configuration) is fixed in a setting, not in the script: the message alone.
-            if kind.as_deref() == Some("failed") || code == ExitCode::Usage {
-                return (error_message(value), code);
-            }
-            (error_message(value), code)
-        }
+            Some("failed") => return (error_message(value), ExitCode::Failed),
+            Some(k) if CONFIG_KINDS.contains(&k) => return (error_message(value), ExitCode::Usage),
+            _ => (error_message(value), ExitCode::Failed),
+        },
         EvalAltResult::ErrorParsing(kind, _) => (format!("syntax error: {kind}"), ExitCode::Usage),
         EvalAltResult::ErrorTerminated(..) => return ("cancelled".into(), ExitCode::Cancelled),
         other => (strip_position(&other.to_string()), ExitCode::Failed),
@@ -55,6 +40,16 @@ pub fn render_eval_error(err: &EvalAltResult, source: &str) -> (String, ExitCode
         out.push_str(&format!("\nnote: {note}"));
     }
     (out, code)
+}
+
+/// The status `exit(code)` asked for.
+fn exit_status(value: &rhai::Dynamic) -> ExitCode {
+    match value.read_lock::<rhai::Map>().and_then(|m| m.get("code").and_then(|c| c.as_int().ok())) {
+        Some(0) => ExitCode::Ok,
+        Some(2) => ExitCode::Usage,
+        Some(130) => ExitCode::Cancelled,
+        _ => ExitCode::Failed,
+    }
 }
 
 /// Follows function-call and module wrappers to the error that happened, noting each hop.
