@@ -5,7 +5,9 @@
 //! validation errors can say "k3sx.json:7" or "env PROXMOX_HOST". Secrets never live
 //! in [`Config`]: they are in [`Secrets`], which only the clients read.
 
+mod clients;
 mod file;
+mod host;
 mod layers;
 mod validate;
 
@@ -18,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
+pub use clients::{pve_settings, ssh_settings};
 pub use file::{JsonFile, set_value_in_file};
+pub use host::ProxmoxHost;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +346,8 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
     /// The inventory file in use, when it is not the config file.
     pub inventory_file: Option<PathBuf>,
+    /// `proxmox.host` as validated; `None` when no host is set.
+    pub proxmox_host: Option<ProxmoxHost>,
 }
 
 /// Inputs to [`load`]; `env` is a lookup so tests need not touch the process environment.
@@ -375,8 +381,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     layers.apply_sets(&opts.sets)?;
     let (config, mut origins) = layers.finish()?;
     let secrets = load_secrets(&config, opts.env, &mut origins)?;
-    let loaded = Loaded { config, secrets, origins, file, inventory_file };
-    validate::validate(&loaded)?;
+    let mut loaded = Loaded { config, secrets, origins, file, inventory_file, proxmox_host: None };
+    loaded.proxmox_host = validate::validate(&loaded)?;
     Ok(loaded)
 }
 
@@ -438,6 +444,7 @@ impl Loaded {
             origins: BTreeMap::new(),
             file: None,
             inventory_file: None,
+            proxmox_host: None,
         }
     }
 

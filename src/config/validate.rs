@@ -3,17 +3,67 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use super::Loaded;
+use super::{Loaded, ProxmoxHost};
 use crate::error::{Error, Result};
 use crate::ipam::{Ipv4Cidr, Ipv4Range};
 
-pub fn validate(loaded: &Loaded) -> Result<()> {
+/// The longest timeout accepted: a day. Longer is a typo, and a Duration that large
+/// overflows deadline arithmetic in the clients.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Retries beyond this only delay the error a user needs to see.
+const MAX_RETRIES: u32 = 10;
+
+/// Checks everything; returns the Proxmox host, typed, when one is set.
+pub fn validate(loaded: &Loaded) -> Result<Option<ProxmoxHost>> {
     let mut errors = Vec::new();
+    let host = check_proxmox(loaded, &mut errors);
+    check_ssh(loaded, &mut errors);
     check_network(loaded, &mut errors);
     check_tags(loaded, &mut errors);
     check_inventory(loaded, &mut errors);
     check_k3s(loaded, &mut errors);
-    if errors.is_empty() { Ok(()) } else { Err(Error::Config(errors)) }
+    if errors.is_empty() { Ok(host) } else { Err(Error::Config(errors)) }
+}
+
+fn check_proxmox(l: &Loaded, errors: &mut Vec<String>) -> Option<ProxmoxHost> {
+    let p = &l.config.proxmox;
+    check_port(l, "proxmox.port", p.port, errors);
+    check_timeout(l, "proxmox.timeout_secs", p.timeout_secs, errors);
+    check_timeout(l, "proxmox.connect_timeout_secs", p.connect_timeout_secs, errors);
+    if p.retries > MAX_RETRIES {
+        errors.push(format!(
+            "{}: {} retries is too many (0 to {MAX_RETRIES})",
+            l.describe("proxmox.retries"),
+            p.retries
+        ));
+    }
+    let host = p.host.trim();
+    if host.is_empty() {
+        return None; // required only once Proxmox is used; the client says so then
+    }
+    host.parse().map_err(|why| errors.push(format!("{}: {why}", l.describe("proxmox.host")))).ok()
+}
+
+fn check_ssh(l: &Loaded, errors: &mut Vec<String>) {
+    let s = &l.config.ssh;
+    check_port(l, "ssh.port", s.port, errors);
+    check_timeout(l, "ssh.connect_timeout_secs", s.connect_timeout_secs, errors);
+    check_timeout(l, "ssh.command_timeout_secs", s.command_timeout_secs, errors);
+}
+
+fn check_port(l: &Loaded, key: &str, port: u16, errors: &mut Vec<String>) {
+    if port == 0 {
+        errors.push(format!("{}: port 0 is not a port (1 to 65535)", l.describe(key)));
+    }
+}
+
+fn check_timeout(l: &Loaded, key: &str, secs: u64, errors: &mut Vec<String>) {
+    if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+        errors.push(format!(
+            "{}: {secs} seconds is not a usable timeout (1 to {MAX_TIMEOUT_SECS}, a day)",
+            l.describe(key)
+        ));
+    }
 }
 
 fn ip(loaded: &Loaded, key: &str, text: &str, errors: &mut Vec<String>) -> Option<Ipv4Addr> {

@@ -146,3 +146,34 @@ fn inventory_addresses_must_be_unique_and_not_reserved() {
         .stderr_has("10.10.0.50 is given to two VMs (also nodes[0].vms[0].ip)")
         .stderr_has("10.10.0.150 is the control-plane VIP (`kube_vip.vip`)");
 }
+
+#[test]
+fn a_proxmox_host_with_a_path_user_or_port_is_refused_before_anything_runs() {
+    let cases =
+        [("127.0.0.47/x", "`/` is not allowed"), ("evil@host/", "`@` is not allowed"), ("pve1:8006", "PROXMOX_PORT")];
+    for (host, says) in cases {
+        let run = Test::new()
+            .file("t.rhai", "print(\"ran\");")
+            .env("PROXMOX_HOST", host)
+            .env("PROXMOX_PORT", "18041")
+            .args(&["run", "t.rhai"])
+            .run()
+            .status(2)
+            .stderr_has("`proxmox.host` (env PROXMOX_HOST)")
+            .stderr_has(says);
+        assert!(!run.stdout.contains("ran"), "{host}");
+    }
+}
+
+#[test]
+fn port_zero_and_a_zero_timeout_are_refused_naming_the_key() {
+    Test::new()
+        .file("k3sx.json", "{\n  \"ssh\": {\n    \"command_timeout_secs\": 0\n  }\n}\n")
+        .env("PROXMOX_PORT", "0")
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("`proxmox.port` (env PROXMOX_PORT)")
+        .stderr_has("`ssh.command_timeout_secs` (")
+        .stderr_has("k3sx.json:3)");
+}
