@@ -266,6 +266,9 @@ fn eject(names: &[String], to: Option<&Path>, force: bool, cwd: &Path) -> Result
         return Err(Error::Usage(format!("{} already exist(s); pass --force to overwrite", existing.join(", "))));
     }
     for (path, text) in targets {
+        // Ejecting makes the directory; the file writer itself never creates one.
+        let dir = path.parent().expect("a file in a directory");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
         eprintln!("ejected {}", path.display());
     }

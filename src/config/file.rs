@@ -161,8 +161,9 @@ pub fn set_value_in_file(path: &Path, section: &str, key: &str, new_value: &Valu
     };
     let updated =
         rewrite(&text, section, key, new_value).map_err(|m| Error::Config(vec![format!("{}: {m}", path.display())]))?;
-    let mode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777);
-    crate::fsutil::write_atomic(path, updated.as_bytes(), mode.unwrap_or(0o644))
+    let mode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    crate::fsutil::write_atomic(path, updated.as_bytes(), mode.unwrap_or(0o644))?;
+    Ok(())
 }
 
 fn rewrite(text: &str, section: &str, key: &str, new_value: &Value) -> std::result::Result<String, String> {

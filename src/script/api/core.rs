@@ -198,6 +198,7 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
             let mode =
                 u32::try_from(mode).map_err(|_| script_error("argument", format!("bad mode {mode}"), Some(path)))?;
             crate::fsutil::write_atomic(&p, text.as_bytes(), mode)
+                .map(drop)
                 .map_err(|e| script_error("io", e.to_string(), Some(path)))
         };
         if with_mode {
