@@ -21,7 +21,7 @@ use crate::ui::{out, render_table};
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.quiet);
+    init_tracing(cli.verbose, crate::ui::Ui::new(cli.quiet, cli.no_color, cli.json));
     // In the REPL a second Ctrl-C must not end the session: only the evaluation.
     let cancel = install_ctrlc(!matches!(cli.command, Command::Repl));
     let code = match dispatch(cli, cancel) {
@@ -39,19 +39,21 @@ pub fn main() -> std::process::ExitCode {
 }
 
 /// `tracing` is the one logging stack: our own diagnostics and those of reqwest/rustls go
-/// through it. User-facing progress lines use `ui::Ui`, not tracing.
-fn init_tracing(verbose: u8, quiet: bool) {
+/// through it, and out as log lines of `ui` (tags, colour, escaping, as every other line).
+/// User-facing progress lines use `ui::Ui` directly, not tracing.
+fn init_tracing(verbose: u8, ui: crate::ui::Ui) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // By default only k3sx's own warnings: the TLS and HTTP crates log failures that k3sx
-    // reports itself, with the setting to fix.
-    let level = match (quiet, verbose) {
-        (true, _) => "off,k3sx=error",
-        (_, 0) => "off,k3sx=warn",
-        (_, 1) => "warn,k3sx=debug",
+    // reports itself, with the setting to fix. `-q` keeps them too: a warning may be about
+    // security (TLS verification disabled), and `-q` never hides one.
+    let level = match verbose {
+        0 => "off,k3sx=warn",
+        1 => "warn,k3sx=debug",
         _ => "debug,k3sx=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("K3SX_LOG").unwrap_or_else(|_| level.into());
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(crate::ui::LogLayer::new(ui)).try_init();
 }
 
 /// First Ctrl-C asks the running script to stop (the engine terminates at its next step);

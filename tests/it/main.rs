@@ -10,6 +10,7 @@ mod config;
 mod configure_ips;
 mod discover;
 mod docs;
+mod output;
 mod power;
 mod pve_client;
 mod repl;
