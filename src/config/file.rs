@@ -152,8 +152,38 @@ fn value_range(v: &ast::Value) -> jsonc_parser::common::Range {
 
 /// Sets `section.key` to `new_value` in the JSON file at `path`, changing only that value's
 /// text (or inserting the key/section when absent), and writes the file atomically with its
-/// mode kept. A missing file is created with just that key.
+/// mode kept. A missing file is created with just that key. See [`plan_value_in_file`] for
+/// what is checked first.
 pub fn set_value_in_file(path: &Path, section: &str, key: &str, new_value: &Value) -> Result<()> {
+    plan_value_in_file(path, section, key, new_value)?.write()?;
+    Ok(())
+}
+
+/// A checked edit of one value in a config file, not yet written.
+#[derive(Debug, Clone)]
+pub struct ValueEdit {
+    pub path: PathBuf,
+    /// The whole new document.
+    pub text: String,
+    /// The file's mode, kept (`0o644` for a new file).
+    pub mode: u32,
+}
+
+impl ValueEdit {
+    /// Writes the new document (atomically; nothing is done when it is what the file holds).
+    pub fn write(&self) -> Result<crate::fsutil::WriteOutcome> {
+        Ok(crate::fsutil::write_atomic(&self.path, self.text.as_bytes(), self.mode)?)
+    }
+}
+
+/// The edit [`set_value_in_file`] would make, with the whole new document checked as the
+/// loader checks a config file (known keys, types, validation; over the defaults only, as
+/// the file will be read by the next run). Nothing is written.
+///
+/// # Errors
+/// [`Error::Config`] naming the key path and what is wrong (`unknown key`, a wrong type, a
+/// value validation refuses), or the file cannot be read or is not valid JSON.
+pub fn plan_value_in_file(path: &Path, section: &str, key: &str, new_value: &Value) -> Result<ValueEdit> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "{}\n".to_string(),
@@ -161,9 +191,17 @@ pub fn set_value_in_file(path: &Path, section: &str, key: &str, new_value: &Valu
     };
     let updated =
         rewrite(&text, section, key, new_value).map_err(|m| Error::Config(vec![format!("{}: {m}", path.display())]))?;
+    let checked = JsonFile::parse(path, &updated).and_then(|doc| super::check_document(&doc));
+    if let Err(e) = checked {
+        let mut lines = vec![format!("`{section}.{key}` not saved in {}: the file would not load:", path.display())];
+        lines.extend(match e {
+            Error::Config(errors) => errors,
+            other => vec![other.to_string()],
+        });
+        return Err(Error::Config(lines));
+    }
     let mode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
-    crate::fsutil::write_atomic(path, updated.as_bytes(), mode.unwrap_or(0o644))?;
-    Ok(())
+    Ok(ValueEdit { path: path.to_path_buf(), text: updated, mode: mode.unwrap_or(0o644) })
 }
 
 fn rewrite(text: &str, section: &str, key: &str, new_value: &Value) -> std::result::Result<String, String> {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 pub use clients::{pve_settings, ssh_settings};
-pub use file::{JsonFile, set_value_in_file};
+pub use file::{JsonFile, ValueEdit, plan_value_in_file, set_value_in_file};
 pub use host::ProxmoxHost;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -384,6 +384,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let mut loaded = Loaded { config, secrets, origins, file, inventory_file, proxmox_host: None };
     loaded.proxmox_host = validate::validate(&loaded)?;
     Ok(loaded)
+}
+
+/// Checks a config file's whole document as [`load`] checks it (known keys, types,
+/// validation), over the defaults and nothing else.
+fn check_document(file: &JsonFile) -> Result<()> {
+    let mut layers = layers::Layers::new()?;
+    layers.apply_file(file, None)?;
+    let (config, origins) = layers.finish()?;
+    let loaded =
+        Loaded { config, secrets: Secrets::default(), origins, file: None, inventory_file: None, proxmox_host: None };
+    validate::validate(&loaded)?;
+    Ok(())
 }
 
 fn locate_config_file(opts: &LoadOptions) -> Option<PathBuf> {

@@ -119,3 +119,43 @@ fn ssh_settings_come_from_the_config() {
     assert_eq!(warned.borrow().len(), 1);
     assert!(warned.borrow()[0].contains("K3SX_NO_SUCH_VAR_X"), "{:?}", warned.borrow());
 }
+
+/// A config file with a comment, as a user keeps it, in a temp dir.
+fn site_file() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k3sx.json");
+    let text = "{\n  // site\n  \"k3s\": {\n    \"version\": \"v1.32.4+k3s1\"\n  }\n}\n".to_string();
+    std::fs::write(&path, &text).unwrap();
+    (dir, path, text)
+}
+
+#[test]
+fn set_value_refuses_what_the_loader_would_refuse_and_leaves_the_file_untouched() {
+    let (_dir, path, text) = site_file();
+    let cases: [(&str, &str, serde_json::Value, &str); 5] = [
+        ("k3s", "versoin", "v1".into(), "unknown key `k3s.versoin`; did you mean `version`?"),
+        ("nosuch", "key", 1.into(), "unknown key `nosuch`"),
+        ("network", "cidr", "twenty".into(), "`network.cidr`"),
+        ("network", "cidr", 99.into(), "`network.cidr`"),
+        ("k3s", "version", 5.into(), "`k3s.version`"),
+    ];
+    for (section, key, value, says) in cases {
+        let e = set_value_in_file(&path, section, key, &value).unwrap_err().to_string();
+        assert!(e.contains(says), "{section}.{key} = {value}: {e}");
+        assert!(e.contains(&format!("`{section}.{key}` not saved in {}", path.display())), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{section}.{key}: file untouched");
+    }
+    set_value_in_file(&path, "k3s", "version", &"v1.33.4+k3s1".into()).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text.replace("v1.32.4+k3s1", "v1.33.4+k3s1"));
+}
+
+#[test]
+fn a_missing_file_is_created_only_with_a_valid_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k3sx.json");
+    assert!(set_value_in_file(&path, "k3s", "chanel", &"latest".into()).is_err());
+    assert!(!path.exists());
+    set_value_in_file(&path, "k3s", "channel", &"latest".into()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["k3s"]["channel"], "latest");
+}

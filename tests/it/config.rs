@@ -177,3 +177,18 @@ fn port_zero_and_a_zero_timeout_are_refused_naming_the_key() {
         .stderr_has("`ssh.command_timeout_secs` (")
         .stderr_has("k3sx.json:3)");
 }
+
+#[test]
+fn save_config_of_an_unknown_key_or_a_wrong_type_fails_and_leaves_the_file_as_it_was() {
+    let text = "{\n  \"k3s\": {\n    \"version\": \"v1.32.4+k3s1\"\n  }\n}\n";
+    for (call, says) in [
+        ("save_config(\"k3s.versoin\", \"v1.33.4+k3s1\");", "unknown key `k3s.versoin`"),
+        ("save_config(\"network.cidr\", \"twenty\");", "`network.cidr`"),
+    ] {
+        let t = Test::new().file("k3sx.json", text).file("s.rhai", call).args(&["run", "s.rhai"]);
+        t.run().status(1).stderr_has(says).stderr_has("not saved");
+        assert_eq!(t.read("k3sx.json"), text, "{call}");
+        let t = t.args(&["config", "show"]);
+        t.run().status(0);
+    }
+}
