@@ -371,8 +371,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let mut inventory_file = None;
     if layers.is_default("nodes") {
         let seed = opts.cwd.join("config.json");
-        if seed.is_file() && file.as_deref() != Some(seed.as_path()) {
-            let parsed = JsonFile::read(&seed)?;
+        if seed.is_file()
+            && file.as_deref() != Some(seed.as_path())
+            && let Some(parsed) = read_seed_inventory(&seed)
+        {
             layers.apply_file(&parsed, Some(&["nodes"]))?;
             inventory_file = Some(seed);
         }
@@ -396,6 +398,19 @@ fn check_document(file: &JsonFile) -> Result<()> {
         Loaded { config, secrets: Secrets::default(), origins, file: None, inventory_file: None, proxmox_host: None };
     validate::validate(&loaded)?;
     Ok(())
+}
+
+/// `./config.json` as the seed's inventory when it has the seed's shape, `{"nodes": [...]}`;
+/// its keys are then checked like any config file's. Any other file of that name (a Node
+/// project's, say) is not k3sx's business: it is left alone, and `-v` says so.
+fn read_seed_inventory(path: &Path) -> Option<JsonFile> {
+    let why = match JsonFile::read(path) {
+        Ok(parsed) if parsed.value.get("nodes").is_some_and(serde_json::Value::is_array) => return Some(parsed),
+        Ok(_) => "no top-level `nodes` array".to_string(),
+        Err(e) => format!("no top-level `nodes` array: {e}"),
+    };
+    tracing::debug!("ignoring {}: not a k3sx inventory ({why})", path.display());
+    None
 }
 
 fn locate_config_file(opts: &LoadOptions) -> Option<PathBuf> {

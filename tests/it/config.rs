@@ -192,3 +192,28 @@ fn save_config_of_an_unknown_key_or_a_wrong_type_fails_and_leaves_the_file_as_it
         t.run().status(0);
     }
 }
+
+#[test]
+fn an_unrelated_config_json_is_ignored_with_or_without_config_and_said_so_at_verbose() {
+    let t = Test::new()
+        .file("config.json", r#"{"name": "x", "version": "1.0.0"}"#)
+        .file("site.json", r#"{"k3s": {"channel": "latest"}}"#);
+    t.run_args(&["config", "show"]).status(0).stdout_has("tags.server");
+    t.run_args(&["--config", "site.json", "config", "show"]).status(0).stdout_has("\"latest\"");
+    let run = t.run_args(&["-v", "config", "show"]).status(0);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("debug ") && l.contains("config.json") && l.contains("`nodes`")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_config_json_in_the_seed_shape_with_a_typo_is_still_an_error() {
+    Test::new()
+        .file("config.json", r#"{"nodes": [{"id": "pve1", "vms": [{"vmid": 101, "role": "SERVER"}]}], "tgas": {}}"#)
+        .args(&["config", "show"])
+        .run()
+        .status(2)
+        .stderr_has("unknown key `tgas`");
+}
