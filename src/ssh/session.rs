@@ -23,6 +23,17 @@ const HOST_KEY_PREFS: &str =
 /// How many stderr lines an error shows.
 const STDERR_TAIL_LINES: usize = 10;
 
+/// Put before every command line: the remote shell reports its PID first, on stdout, so a
+/// command that times out or is cancelled can be ended. sshd (OpenSSH) starts that shell with
+/// `setsid()`, so the PID is also the process group of everything the command starts that
+/// does not leave it on purpose (a daemon). The line is taken off stdout before anyone sees it.
+/// A `;` rather than a newline keeps the shell's line numbers in error messages as they were.
+const PGID_MARK: &str = "k3sx-pgid:";
+const PGID_PREFIX: &str = "echo k3sx-pgid:$$; ";
+
+/// How long an ended command has between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
 type Slot = Arc<Mutex<Option<Session>>>;
 
 /// Authenticated SSH sessions, one per host, opened on first use and reused for
@@ -113,8 +124,8 @@ impl SshPool {
     }
 
     /// Makes commands and waits stop with [`SshError::Cancelled`] once `flag` is set (Ctrl-C),
-    /// within a few milliseconds of a command's output poll. The remote command itself may go on:
-    /// its session is closed, not the process killed.
+    /// within a few milliseconds of a command's output poll. The remote command is ended as on
+    /// a timeout (its process group gets SIGTERM, then SIGKILL), then its session is closed.
     pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> SshPool {
         self.cancel = Some(flag);
         self
@@ -299,7 +310,9 @@ impl SshPool {
         tracing::debug!(host = %shown, "run: {}", self.shown_command(cmd, sudo));
         let shown_cmd = self.shown_command(cmd, sudo);
         let cancel = self.cancel.as_deref();
-        let run = RemoteCommand { host: &shown, line: &wrapped, shown: &shown_cmd, stdin, timeout, cancel };
+        let line = format!("{PGID_PREFIX}{wrapped}");
+        let as_root = sudo && self.uses_sudo();
+        let run = RemoteCommand { host: &shown, line: &line, shown: &shown_cmd, stdin, timeout, cancel, as_root };
         let out = self.with_session(&target, |sess| run.exec_in(sess))?;
         if sudo && self.uses_sudo() && out.code == 1 {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -474,17 +487,53 @@ fn try_agent(sess: &Session, user: &str, sock: &std::path::Path) -> Result<(), S
 /// One command to run: the line sent to the host and the line shown in errors.
 struct RemoteCommand<'a> {
     host: &'a str,
+    /// Starts with [`PGID_PREFIX`].
     line: &'a str,
     shown: &'a str,
     stdin: Option<&'a [u8]>,
     timeout: Duration,
     cancel: Option<&'a AtomicBool>,
+    /// The command runs through `sudo`: ending it needs root too.
+    as_root: bool,
+}
+
+/// Takes the [`PGID_PREFIX`] line off the start of `stdout` once it is complete; returns the
+/// process group it names. `None` while the line is incomplete, or when stdout does not start
+/// with it (the shell could not even start the line) — then `stdout` is left as it is.
+fn take_pgid(stdout: &mut Vec<u8>, done: &mut bool) -> Option<u32> {
+    if *done {
+        return None;
+    }
+    let mark = PGID_MARK.as_bytes();
+    let common = stdout.len().min(mark.len());
+    if stdout[..common] != mark[..common] {
+        *done = true;
+        return None;
+    }
+    let newline = stdout.iter().position(|&b| b == b'\n')?;
+    *done = true;
+    let pgid = std::str::from_utf8(&stdout[mark.len()..newline]).ok()?.parse().ok();
+    stdout.drain(..=newline);
+    pgid
+}
+
+/// The shell line that ends process group `pgid`: SIGTERM, up to [`TERM_GRACE`] for it to go,
+/// then SIGKILL. Plain `kill -SIG -PGID` (no `--`) is what dash, bash and busybox all accept.
+fn end_group_line(pgid: u32, as_root: bool) -> String {
+    let steps = TERM_GRACE.as_millis() / 100;
+    let script = format!(
+        "p={pgid}; kill -TERM -$p 2>/dev/null || exit 0; i=0; \
+         while [ $i -lt {steps} ] && kill -0 -$p 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
+         kill -KILL -$p 2>/dev/null; exit 0"
+    );
+    let line = format!("sh -c {}", shell_quote(&script));
+    if as_root { format!("sudo -n {line}") } else { line }
 }
 
 impl RemoteCommand<'_> {
     /// Runs the command on an open session, with a deadline for the whole command.
     fn exec_in(&self, sess: &Session) -> Result<RawOutput, Fail> {
-        let RemoteCommand { host, line: cmd, shown, stdin, timeout, cancel } = *self;
+        let RemoteCommand { host, line: cmd, shown, stdin, timeout, cancel, as_root } = *self;
         let deadline = Instant::now() + timeout;
         let fatal = |what: &str, e: &ssh2::Error| Fail::fatal(ssh_fail(host, what, e, timeout));
         sess.set_blocking(true);
@@ -504,6 +553,8 @@ impl RemoteCommand<'_> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut buf = vec![0u8; 32 * 1024];
+        let mut pgid = None;
+        let mut header_done = false;
         sess.set_blocking(false);
         let polled = (|| {
             let mut idle = Duration::from_millis(1);
@@ -524,6 +575,9 @@ impl RemoteCommand<'_> {
                             });
                         }
                     }
+                }
+                if let Some(id) = take_pgid(&mut stdout, &mut header_done) {
+                    pgid = Some(id);
                 }
                 if ch.eof() {
                     return Ok(());
@@ -546,11 +600,15 @@ impl RemoteCommand<'_> {
                 }
             }
         })();
-        // A cancelled command is abandoned: the session stays non-blocking, so closing the
-        // channel (and the session, dropped next) does not wait for the remote command to end.
-        if !matches!(polled, Err(SshError::Cancelled { .. })) {
-            sess.set_blocking(true);
+        if let Err(e @ (SshError::Timeout { .. } | SshError::Cancelled { .. })) = &polled {
+            match pgid {
+                Some(pgid) => end_group(sess, host, pgid, as_root),
+                None => tracing::warn!(host, "{e}; the command did not report its process, so it may still run"),
+            }
         }
+        // A cancelled command's channel is abandoned: the session stays non-blocking, so closing
+        // the channel (and the session, dropped next) waits for nothing.
+        sess.set_blocking(!matches!(polled, Err(SshError::Cancelled { .. })));
         polled.map_err(Fail::fatal)?;
 
         let rest = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -559,6 +617,7 @@ impl RemoteCommand<'_> {
             Fail::fatal(SshError::Session { host: host.into(), reason: format!("reading output: {e}") })
         };
         ch.read_to_end(&mut stdout).map_err(io_fail)?;
+        take_pgid(&mut stdout, &mut header_done);
         ch.stderr().read_to_end(&mut stderr).map_err(io_fail)?;
         ch.wait_close().map_err(|e| fatal("closing the channel", &e))?;
         let mut code = ch.exit_status().map_err(|e| fatal("reading the exit status", &e))?;
@@ -569,6 +628,27 @@ impl RemoteCommand<'_> {
             code = if code == 0 { -1 } else { code };
         }
         Ok(RawOutput { code, stdout, stderr })
+    }
+}
+
+/// Ends process group `pgid` on the host through a second channel of the same session,
+/// waiting at most a few seconds; a failure is logged, the caller's error is what matters.
+fn end_group(sess: &Session, host: &str, pgid: u32, as_root: bool) {
+    sess.set_blocking(true);
+    sess.set_timeout(millis(TERM_GRACE + Duration::from_secs(3)));
+    let ended = (|| -> Result<i32, ssh2::Error> {
+        let mut ch = sess.channel_session()?;
+        ch.exec(&end_group_line(pgid, as_root))?;
+        ch.send_eof()?;
+        let mut sink = Vec::new();
+        let _ = ch.read_to_end(&mut sink);
+        ch.wait_close()?;
+        ch.exit_status()
+    })();
+    match ended {
+        Ok(0) => tracing::debug!(host, pgid, "ended the timed-out or cancelled command"),
+        Ok(code) => tracing::warn!(host, pgid, code, "could not end the command's processes"),
+        Err(e) => tracing::warn!(host, pgid, "could not end the command's processes: {}", e.message()),
     }
 }
 
@@ -596,6 +676,29 @@ mod tests {
         assert_eq!(prefs.matches("ssh-ed25519").count(), 1);
         assert_eq!(host_key_prefs(&["ssh-ed25519".into()], false), "ssh-ed25519");
         assert_eq!(host_key_prefs(&[], true), HOST_KEY_PREFS);
+    }
+
+    #[test]
+    fn the_pgid_line_is_taken_off_stdout_once_complete_and_only_when_it_is_ours() {
+        let mut done = false;
+        let mut out = b"k3sx-pg".to_vec();
+        assert_eq!((take_pgid(&mut out, &mut done), done), (None, false), "incomplete: wait");
+        out.extend_from_slice(b"id:4242\n\x00binary\nk3sx-pgid:1\n");
+        assert_eq!(take_pgid(&mut out, &mut done), Some(4242));
+        assert_eq!(out, b"\x00binary\nk3sx-pgid:1\n", "the command's own output is untouched");
+        assert_eq!(take_pgid(&mut out, &mut done), None, "taken once");
+
+        let (mut done, mut out) = (false, b"sh: syntax error\n".to_vec());
+        assert_eq!(take_pgid(&mut out, &mut done), None);
+        assert_eq!((out.as_slice(), done), (&b"sh: syntax error\n"[..], true));
+    }
+
+    #[test]
+    fn ending_a_group_signals_the_group_and_needs_sudo_only_for_root_commands() {
+        let line = end_group_line(77, false);
+        assert!(line.starts_with("sh -c ") && line.contains("p=77") && line.contains("kill -TERM -$p"), "{line}");
+        assert!(line.contains("kill -KILL -$p") && !line.contains("--"), "{line}");
+        assert!(end_group_line(77, true).starts_with("sudo -n sh -c "));
     }
 
     #[test]

@@ -386,3 +386,86 @@ fn stopping_the_lab_ends_every_process_and_mount_it_started() {
     assert!(!ps.contains(&dir), "no lab process left:\n{ps}");
     assert!(!machine_mounts().contains(&dir) && !Path::new(&dir).exists());
 }
+
+/// Whether a process runs exactly `args` on the machine (the lab hosts' PID namespaces are
+/// inside the machine's, so their processes show here too).
+fn running(args: &str) -> bool {
+    machine_processes().lines().any(|l| l.trim_start().split_once(' ').is_some_and(|(_, a)| a.trim() == args))
+}
+
+/// Waits up to `within` for no process to run `args`.
+fn ended_within(args: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while running(args) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// `sleep N` lines no other test (nor another run of this one) uses.
+fn sleeps(base: u32, n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("sleep {}", base + (std::process::id() % 9_999) * 10 + i)).collect()
+}
+
+#[test]
+fn a_command_that_times_out_is_ended_with_its_whole_process_group() {
+    let Some(lab) = SshLab::start(1) else { return };
+    let kh = lab.known_hosts(KnownHosts::Plain);
+    let pool = SshPool::new(SshSettings { command_timeout: Duration::from_secs(1), ..lab.settings("root", &kh) });
+    let target = lab.host(0).target();
+    let s = sleeps(600_000, 3);
+    let e = pool.run(&target, &format!("{} & {}", s[0], s[1]), false).unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e}");
+    assert!(ended_within(&s[1], Duration::from_secs(3)), "the command ended: {}", machine_processes());
+    assert!(ended_within(&s[0], Duration::from_secs(1)), "its background child too: {}", machine_processes());
+
+    // One that ignores SIGTERM is killed after a grace period.
+    let start = Instant::now();
+    let e = pool.run(&target, &format!("trap '' TERM; {}", s[2]), false).unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e}");
+    assert!(ended_within(&s[2], Duration::from_secs(6)), "killed: {}", machine_processes());
+    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
+
+    // Output and exit codes of commands that end in time are as before.
+    let out = pool.run_unchecked(&target, "echo $$ >/dev/null; printf 'a\\nb'; exit 7", false).unwrap();
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (7, "a\nb", ""));
+}
+
+#[test]
+fn a_sudo_command_that_times_out_is_ended_as_root() {
+    let Some(lab) = SshLab::start(1) else { return };
+    let kh = lab.known_hosts(KnownHosts::Plain);
+    let pool =
+        SshPool::new(SshSettings { command_timeout: Duration::from_secs(1), ..lab.settings(USER_NOPASSWD, &kh) });
+    let target = lab.host(0).target();
+    let s = sleeps(610_000, 1);
+    let e = pool.run(&target, &format!("trap '' TERM; {}", s[0]), true).unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e}");
+    assert!(ended_within(&s[0], Duration::from_secs(6)), "root's process ended: {}", machine_processes());
+    let piped = pool.run_with_input(&target, "cat; id -u", b"in:", true).unwrap();
+    assert_eq!(piped.stdout, "in:0\n", "stdin and stdout unchanged");
+}
+
+#[test]
+fn a_cancelled_command_is_ended_on_the_host() {
+    let Some(lab) = SshLab::start(1) else { return };
+    let kh = lab.known_hosts(KnownHosts::Plain);
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pool = SshPool::new(lab.settings("root", &kh)).with_cancel(cancel.clone());
+    let target = lab.host(0).target();
+    let s = sleeps(620_000, 1);
+    let start = Instant::now();
+    let e = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        pool.run(&target, &s[0], false).unwrap_err()
+    });
+    assert_eq!(e.kind(), "cancelled", "{e}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(ended_within(&s[0], Duration::from_secs(3)), "ended: {}", machine_processes());
+}
