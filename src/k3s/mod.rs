@@ -1,7 +1,11 @@
-//! K3s knowledge that needs no SSH: versions and where the latest one is published.
+//! K3s knowledge that needs no SSH: versions and where the latest one is published, the
+//! cluster token, the install invocation, the manifests k3sx deploys, node state and the
+//! user's kubeconfig. Plain Rust; `src/script/api/k3s.rs` adapts it to Rhai.
 
+pub mod install;
 pub mod release;
 pub mod version;
 
+pub use install::{InstallError, InstallSource, InstallSpec, NodeRole, uninstall_command};
 pub use release::{GithubRelease, ReleaseError};
 pub use version::Version;
