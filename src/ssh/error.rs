@@ -60,6 +60,21 @@ pub enum SshError {
     },
 
     #[error(
+        "host key of `{host}` is REVOKED: it presents {key}, which `{}:{line}` marks `@revoked`\n  \
+         a revoked key is never accepted, whatever the host key policy: someone may be impersonating the host\n  \
+         get the host's new key from its administrator (or reinstall its host keys) and record that one",
+        known_hosts.display()
+    )]
+    HostKeyRevoked {
+        host: String,
+        /// Key type and SHA-256 fingerprint, e.g. `ssh-ed25519 SHA256:...`.
+        key: String,
+        known_hosts: PathBuf,
+        /// The 1-based line of the `@revoked` entry.
+        line: usize,
+    },
+
+    #[error(
         "cannot log in to `{host}` as `{user}`; tried:\n{}\n  \
          add a key to the agent (`ssh-add`), set the ssh identity file, or check `~{user}/.ssh/authorized_keys` on the host",
         tried.iter().map(|t| format!("  - {t}")).collect::<Vec<_>>().join("\n")
@@ -110,6 +125,7 @@ impl SshError {
             SshError::HostKeyUnknown { .. } => "host_key_unknown",
             SshError::HostKeyChanged { .. } => "host_key_changed",
             SshError::HostKeyMismatch { .. } => "host_key_mismatch",
+            SshError::HostKeyRevoked { .. } => "host_key_revoked",
             SshError::Auth { .. } => "auth",
             SshError::Command { .. } => "command",
             SshError::SudoPassword { .. } => "sudo_password",
@@ -130,6 +146,7 @@ impl SshError {
             | SshError::HostKeyUnknown { host, .. }
             | SshError::HostKeyChanged { host, .. }
             | SshError::HostKeyMismatch { host, .. }
+            | SshError::HostKeyRevoked { host, .. }
             | SshError::Auth { host, .. }
             | SshError::Command { host, .. }
             | SshError::SudoPassword { host, .. }

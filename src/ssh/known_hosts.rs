@@ -150,8 +150,26 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// Checks the key the server presented. With a pinned key only that key is
-/// accepted; otherwise known_hosts decides, under the settings' policy.
+/// The line (1-based) of a `@revoked` entry that names `target` and holds the key `blob`,
+/// as OpenSSH reads them: `@revoked HOSTS TYPE BASE64 [COMMENT]`, HOSTS as in any entry.
+fn revoked_line(text: &str, target: &Target, blob: &[u8]) -> Option<usize> {
+    let entry = host_entry(target);
+    text.lines().enumerate().find_map(|(i, line)| {
+        let mut fields = line.split_whitespace();
+        if fields.next() != Some("@revoked") {
+            return None;
+        }
+        let (Some(hosts), Some(_key_type), Some(b64)) = (fields.next(), fields.next(), fields.next()) else {
+            return None;
+        };
+        let revoked = STANDARD.decode(b64).is_ok_and(|key| key == blob);
+        (revoked && hosts_match(hosts, &entry)).then_some(i + 1)
+    })
+}
+
+/// Checks the key the server presented. A key known_hosts marks `@revoked` for the host
+/// is refused, always. Then, with a pinned key only that key is accepted; otherwise
+/// known_hosts decides, under the settings' policy.
 pub(crate) fn verify(
     session: &Session,
     target: &Target,
@@ -165,6 +183,22 @@ pub(crate) fn verify(
     let key_type = key_type_name(ktype).to_string();
     let fp = fingerprint(blob);
 
+    let path = &settings.known_hosts;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(SshError::Local { path: path.clone(), source: e }),
+    };
+    // A revoked key is refused before anything could accept it: a pin, an entry, a policy.
+    if let Some(line) = revoked_line(&text, target, blob) {
+        return Err(SshError::HostKeyRevoked {
+            host,
+            key: format!("{key_type} {fp}"),
+            known_hosts: path.clone(),
+            line,
+        });
+    }
+
     if let Some(pin) = pinned {
         return if pin.blob == blob {
             Ok(())
@@ -177,21 +211,14 @@ pub(crate) fn verify(
         };
     }
 
-    let path = &settings.known_hosts;
     let mut kh = session.known_hosts().map_err(|e| SshError::Session { host: host.clone(), reason: e.to_string() })?;
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            // Line by line, so one entry libssh2 cannot parse (a certificate
-            // authority, a security-key type) does not hide all the others.
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-                if let Err(e) = kh.read_str(line, KnownHostFileKind::OpenSSH) {
-                    tracing::debug!(file = %path.display(), "skipping known_hosts line libssh2 cannot read: {e}");
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(SshError::Local { path: path.clone(), source: e });
+    // Line by line, so one entry libssh2 cannot parse (a security-key type) does not hide
+    // all the others. Marker lines are not host keys and libssh2 knows no markers: a
+    // `@cert-authority` key signs host certificates (which k3sx does not use), and
+    // `@revoked` was handled above.
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('@')) {
+        if let Err(e) = kh.read_str(line, KnownHostFileKind::OpenSSH) {
+            tracing::debug!(file = %path.display(), "skipping known_hosts line libssh2 cannot read: {e}");
         }
     }
 
@@ -334,6 +361,26 @@ mod tests {
         let target = Target { addr: "10.0.0.5".into(), port: 22 };
         assert_eq!(known_key_types(&path, &target), ["ssh-rsa"]);
         assert!(known_key_types(&dir.path().join("missing"), &target).is_empty());
+    }
+
+    #[test]
+    fn a_revoked_entry_is_found_by_host_pattern_and_key_with_its_line() {
+        let key = PublicKey::parse_openssh(ED25519).unwrap();
+        let b64 = STANDARD.encode(&key.blob);
+        let target = Target { addr: "10.0.0.5".into(), port: 2222 };
+        let at = |text: String| revoked_line(&text, &target, &key.blob);
+        assert_eq!(
+            at(format!("# x\n[10.0.0.5]:2222 ssh-ed25519 {b64}\n@revoked * ssh-ed25519 {b64} leaked\n")),
+            Some(3)
+        );
+        assert_eq!(at(format!("@revoked   10.0.0.*,[10.0.0.5]:2222\tssh-ed25519 {b64}\n")), Some(1));
+        // made with `ssh-keygen -H` from `[127.0.1.5]:2222`
+        let hashed = "|1|oOdA9/P5q4rNQyEraZfx31TALoE=|JQi1c3nq2kCtIKd9VF7zoAbl8+w=";
+        let other = Target { addr: "127.0.1.5".into(), port: 2222 };
+        assert_eq!(revoked_line(&format!("@revoked {hashed} ssh-ed25519 {b64}"), &other, &key.blob), Some(1));
+        assert_eq!(at(format!("@revoked [10.0.0.6]:2222 ssh-ed25519 {b64}\n")), None, "another host");
+        assert_eq!(at(format!("@revoked * ssh-ed25519 {}\n", STANDARD.encode(b"other"))), None, "another key");
+        assert_eq!(at(format!("@cert-authority * ssh-ed25519 {b64}\n# @revoked * ssh-ed25519 {b64}\n")), None);
     }
 
     #[test]

@@ -469,3 +469,50 @@ fn a_cancelled_command_is_ended_on_the_host() {
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert!(ended_within(&s[0], Duration::from_secs(3)), "ended: {}", machine_processes());
 }
+
+#[test]
+fn a_revoked_host_key_is_refused_under_every_policy_and_when_pinned_naming_the_file_line() {
+    let Some(lab) = SshLab::start(1) else { return };
+    let h = lab.host(0);
+    let target = h.target();
+    // Revoked by a wildcard entry, and also listed as the host's key: revocation wins, as in OpenSSH.
+    for (name, text) in [
+        ("alone", format!("# revoked after the leak\n@revoked [{}]:{} {}\n", h.addr, h.port, h.public_key())),
+        ("also-known", format!("[{}]:{} {}\n@revoked * {}\n", h.addr, h.port, h.public_key(), h.public_key())),
+    ] {
+        let kh = lab.dir().join(format!("known_hosts.revoked-{name}"));
+        std::fs::write(&kh, &text).unwrap();
+        for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+            let pool = SshPool::new(SshSettings { policy, ..lab.settings("root", &kh) });
+            let e = pool.run(&target, "true", false).unwrap_err();
+            assert_eq!(e.kind(), "host_key_revoked", "{name} {policy:?}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&target) && msg.contains(&fingerprint_of(&lab, 0)), "{msg}");
+            assert!(msg.contains(&format!("{}:2", kh.display())), "names the file and line: {msg}");
+        }
+        let pinned = SshPool::new(SshSettings { policy: HostKeyPolicy::AcceptNew, ..lab.settings("root", &kh) });
+        pinned.pin_host_key(&target, &h.public_key()).unwrap();
+        assert_eq!(pinned.run(&target, "true", false).unwrap_err().kind(), "host_key_revoked", "{name} pinned");
+        assert_eq!(std::fs::read_to_string(&kh).unwrap(), text, "{name}: nothing recorded");
+    }
+}
+
+#[test]
+fn a_cert_authority_line_with_the_hosts_key_is_not_a_host_key_entry() {
+    let Some(lab) = SshLab::start(1) else { return };
+    let h = lab.host(0);
+    let kh = lab.dir().join("known_hosts.ca");
+    for hosts in ["*".to_string(), format!("[{}]:{}", h.addr, h.port)] {
+        std::fs::write(&kh, format!("@cert-authority {hosts} {}\n", h.public_key())).unwrap();
+        let e = root_pool_at(&lab, &kh).run(&h.target(), "true", false).unwrap_err();
+        assert_eq!(e.kind(), "host_key_unknown", "{hosts}: {e}");
+    }
+    // A CA line does not hide the host's own entry after it.
+    std::fs::write(&kh, format!("@cert-authority * {}\n[{}]:{} {}\n", h.public_key(), h.addr, h.port, h.public_key()))
+        .unwrap();
+    assert_eq!(root_pool_at(&lab, &kh).hostname(&h.target()).unwrap(), "k3sx-lab-1");
+}
+
+fn root_pool_at(lab: &SshLab, kh: &Path) -> SshPool {
+    SshPool::new(lab.settings("root", kh))
+}
