@@ -4,8 +4,10 @@
 
 pub mod install;
 pub mod release;
+pub mod token;
 pub mod version;
 
 pub use install::{InstallError, InstallSource, InstallSpec, NodeRole, uninstall_command};
 pub use release::{GithubRelease, ReleaseError};
+pub use token::{TokenError, generate_token, read_token, token_file_content};
 pub use version::Version;
