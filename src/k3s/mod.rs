@@ -3,11 +3,15 @@
 //! user's kubeconfig. Plain Rust; `src/script/api/k3s.rs` adapts it to Rhai.
 
 pub mod install;
+pub mod net;
+pub mod nodes;
 pub mod release;
 pub mod token;
 pub mod version;
 
 pub use install::{InstallError, InstallSource, InstallSpec, NodeRole, uninstall_command};
+pub use net::{RouteDevice, RouteError, default_interface_from_route_json};
+pub use nodes::{NodeState, NodesError, parse_nodes};
 pub use release::{GithubRelease, ReleaseError};
 pub use token::{TokenError, generate_token, read_token, token_file_content};
 pub use version::Version;
