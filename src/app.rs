@@ -71,7 +71,8 @@ fn install_ctrlc(second_exits: bool) -> Arc<AtomicBool> {
 
 fn run_options(cli: &Cli) -> RunOptions {
     RunOptions {
-        dry_run: cli.dry_run,
+        dry_run: cli.dry_run || cli.expect_no_changes,
+        expect_no_changes: cli.expect_no_changes,
         yes: cli.yes,
         json: cli.json,
         verbose: cli.verbose,

@@ -11,9 +11,12 @@ pub struct Cli {
     /// Configuration file (default: ./k3sx.json, else ~/.config/k3sx/config.json)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Make every read, print every change, make none
+    /// Make every read, print every change in plan order, make none
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// A dry run that exits 3 when anything would change (drift checks in CI)
+    #[arg(long, global = true)]
+    pub expect_no_changes: bool,
     /// Answer yes to confirmation prompts
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 
 /// Exit status: 0 all good, 1 something failed, 2 usage/configuration/script-syntax error,
-/// 130 cancelled by Ctrl-C.
+/// 3 changes pending under `--expect-no-changes`, 130 cancelled by Ctrl-C.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     Ok = 0,
     Failed = 1,
     Usage = 2,
+    ChangesPending = 3,
     Cancelled = 130,
 }
 
@@ -30,6 +31,10 @@ pub enum Error {
 
     #[error("cancelled")]
     Cancelled,
+
+    /// `--expect-no-changes` and the dry run planned changes.
+    #[error("{0} change(s) pending (--expect-no-changes)")]
+    ChangesPending(usize),
 }
 
 impl Error {
@@ -39,6 +44,7 @@ impl Error {
             Error::Io { .. } => ExitCode::Failed,
             Error::Script { code, .. } => *code,
             Error::Cancelled => ExitCode::Cancelled,
+            Error::ChangesPending(_) => ExitCode::ChangesPending,
         }
     }
 

@@ -4,6 +4,7 @@
 //! `script` builds the engine and adapts them to it, one file per namespace.
 
 pub mod app;
+pub mod change;
 pub mod cli;
 pub mod config;
 pub mod error;

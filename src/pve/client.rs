@@ -17,6 +17,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use super::error::{PveError, Refusal, vm_of_path};
+use super::path::ApiPath;
 use super::tls::{self, Fingerprint, Trust};
 use super::types::{self, Cluster, NodeInfo, VmStatus};
 use crate::secret::Secret;
@@ -284,6 +285,9 @@ impl PveClient {
         form: Option<&[(String, String)]>,
     ) -> Result<Value, PveError> {
         let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        // Every path is checked here, whoever built it: a node name or vmid from a script must
+        // not be able to turn a request into another one (see `ApiPath`).
+        ApiPath::parse(&path).map_err(|message| PveError::Invalid { host: self.address().to_string(), message })?;
         let body = form.map(encode_form);
         let idempotent = method == Method::GET;
         let mut relogged = false;

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod error;
+mod path;
 mod power;
 mod tasks;
 pub mod tls;
@@ -10,7 +11,8 @@ mod types;
 
 pub use client::{PveClient, PveSettings, encode_form};
 pub use error::PveError;
-pub use power::{TASK_LOG_TAIL, WriteRequest};
+pub use path::{ApiPath, check_segment};
+pub use power::{ParamValue, TASK_LOG_TAIL, WriteMethod, WriteRequest};
 pub use tasks::{TaskOutcome, TaskState, Upid, task_succeeded};
 pub use tls::{format_fingerprint, parse_fingerprint};
 pub use types::{

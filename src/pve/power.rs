@@ -8,66 +8,147 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::Value;
 
 use super::client::PveClient;
 use super::error::PveError;
+use super::path::ApiPath;
 use super::tasks::{self, TaskOutcome, TaskState, Upid};
 use super::types::VmStatus;
+use crate::secret::Secret;
 
 /// Lines of the task log kept in a [`TaskOutcome`] that did not end in plain `OK`.
 pub const TASK_LOG_TAIL: usize = 20;
 
-/// Parameters whose values are never shown (a dry run prints the rest).
+/// Parameters whose values are secrets whatever the caller passed: a dry run shows `***`.
 const SECRET_PARAMS: &[&str] = &["password", "cipassword"];
 
-/// Characters kept as they are in a path segment such as a UPID (`:`, `@` and `!` included).
-const PATH_SEGMENT: &AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b':').remove(b'@').remove(b'!');
+/// The write methods of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMethod {
+    Post,
+    Put,
+    Delete,
+}
 
-/// One change to send to PVE: method, path (below `/api2/json`) and form parameters.
+impl WriteMethod {
+    /// `POST`, `PUT`, `DELETE` (as given or in lower case).
+    pub fn parse(text: &str) -> Option<WriteMethod> {
+        match text.to_ascii_uppercase().as_str() {
+            "POST" => Some(WriteMethod::Post),
+            "PUT" => Some(WriteMethod::Put),
+            "DELETE" => Some(WriteMethod::Delete),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMethod::Post => "POST",
+            WriteMethod::Put => "PUT",
+            WriteMethod::Delete => "DELETE",
+        }
+    }
+
+    fn http(self) -> Method {
+        match self {
+            WriteMethod::Post => Method::POST,
+            WriteMethod::Put => Method::PUT,
+            WriteMethod::Delete => Method::DELETE,
+        }
+    }
+}
+
+/// A form parameter's value: plain text, or a secret that is sent but never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl ParamValue {
+    fn expose(&self) -> &str {
+        match self {
+            ParamValue::Plain(v) => v,
+            ParamValue::Secret(s) => s.expose(),
+        }
+    }
+}
+
+/// One change to send to PVE: method, a validated path (below `/api2/json`) and form
+/// parameters. Its `Display` is what a dry run prints; the path part of it is byte for byte
+/// what is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteRequest {
-    /// `POST` or `PUT`.
-    pub method: &'static str,
-    pub path: String,
-    pub params: Vec<(String, String)>,
+    pub method: WriteMethod,
+    pub path: ApiPath,
+    pub params: Vec<(String, ParamValue)>,
 }
 
 impl WriteRequest {
+    /// A request from parts a script gave: every key checked, the keys PVE treats as secrets
+    /// (`password`, `cipassword`) kept as secrets whatever their type.
+    ///
+    /// # Errors
+    /// A key that is empty or holds other characters than letters, digits, `_`, `-` and `[]`.
+    pub fn new(
+        method: WriteMethod,
+        path: ApiPath,
+        params: impl IntoIterator<Item = (String, ParamValue)>,
+    ) -> Result<WriteRequest, String> {
+        let mut checked = Vec::new();
+        for (key, value) in params {
+            let valid =
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '[' | ']'));
+            if !valid {
+                return Err(format!("`{}` is not a parameter name", key.escape_default()));
+            }
+            let value = match value {
+                ParamValue::Plain(v) if SECRET_PARAMS.contains(&key.as_str()) => ParamValue::Secret(Secret::new(v)),
+                other => other,
+            };
+            checked.push((key, value));
+        }
+        Ok(WriteRequest { method, path, params: checked })
+    }
+
     /// `POST /nodes/{node}/qemu/{vmid}/status/start`.
-    pub fn start(node: &str, vmid: u32) -> WriteRequest {
+    pub fn start(node: &str, vmid: u32) -> Result<WriteRequest, String> {
         Self::power(node, vmid, "start", Vec::new())
     }
 
     /// `POST .../status/stop`: pulls the plug (no guest shutdown).
-    pub fn stop(node: &str, vmid: u32) -> WriteRequest {
+    pub fn stop(node: &str, vmid: u32) -> Result<WriteRequest, String> {
         Self::power(node, vmid, "stop", Vec::new())
     }
 
     /// `POST .../status/shutdown` with `timeout` (seconds PVE waits for the guest; PVE's default
     /// when `None`) and `forceStop=1` when `force_stop` (stop the VM if the guest did not).
-    pub fn shutdown(node: &str, vmid: u32, timeout_secs: Option<u32>, force_stop: bool) -> WriteRequest {
+    pub fn shutdown(
+        node: &str,
+        vmid: u32,
+        timeout_secs: Option<u32>,
+        force_stop: bool,
+    ) -> Result<WriteRequest, String> {
         let mut params = Vec::new();
         if let Some(t) = timeout_secs {
-            params.push(("timeout".to_string(), t.to_string()));
+            params.push(plain("timeout", t));
         }
         if force_stop {
-            params.push(("forceStop".to_string(), "1".to_string()));
+            params.push(plain("forceStop", 1));
         }
         Self::power(node, vmid, "shutdown", params)
     }
 
     /// `POST .../status/reboot` with `timeout` (seconds PVE waits for the shutdown half).
-    pub fn reboot(node: &str, vmid: u32, timeout_secs: Option<u32>) -> WriteRequest {
-        let params = timeout_secs.map(|t| vec![("timeout".to_string(), t.to_string())]).unwrap_or_default();
+    pub fn reboot(node: &str, vmid: u32, timeout_secs: Option<u32>) -> Result<WriteRequest, String> {
+        let params = timeout_secs.map(|t| vec![plain("timeout", t)]).unwrap_or_default();
         Self::power(node, vmid, "reboot", params)
     }
 
-    fn power(node: &str, vmid: u32, action: &str, params: Vec<(String, String)>) -> WriteRequest {
-        WriteRequest { method: "POST", path: format!("/nodes/{node}/qemu/{vmid}/status/{action}"), params }
+    fn power(node: &str, vmid: u32, action: &str, params: Vec<(String, ParamValue)>) -> Result<WriteRequest, String> {
+        Ok(WriteRequest { method: WriteMethod::Post, path: ApiPath::vm(node, vmid, &["status", action])?, params })
     }
 
     /// `PUT /nodes/{node}/qemu/{vmid}/config` (synchronous): `Some` values are set in the order
@@ -91,7 +172,7 @@ impl WriteRequest {
         for (key, value) in changes {
             let valid = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !valid {
-                return Err(format!("`{key}` is not a configuration key (VM {vmid})"));
+                return Err(format!("`{}` is not a configuration key (VM {vmid})", key.escape_default()));
             }
             if key == "digest" || key == "delete" {
                 return Err(format!("`{key}` is not a configuration key: pass the digest separately (VM {vmid})"));
@@ -100,48 +181,60 @@ impl WriteRequest {
                 return Err(format!("configuration key `{key}` given twice (VM {vmid})"));
             }
             match value {
-                Some(v) => params.push((key.clone(), v.clone())),
+                Some(v) => params.push((key.clone(), ParamValue::Plain(v.clone()))),
                 None => deletes.push(key),
             }
         }
         if !deletes.is_empty() {
-            params.push(("delete".to_string(), deletes.join(",")));
+            params.push(plain("delete", deletes.join(",")));
         }
         if let Some(d) = digest.map(str::trim).filter(|d| !d.is_empty()) {
-            params.push(("digest".to_string(), d.to_string()));
+            params.push(plain("digest", d));
         }
-        Ok(WriteRequest { method: "PUT", path: format!("/nodes/{node}/qemu/{vmid}/config"), params })
+        WriteRequest::new(WriteMethod::Put, ApiPath::vm(node, vmid, &["config"])?, params)
     }
 
     /// `PUT /nodes/{node}/qemu/{vmid}/cloudinit` (PVE ≥ 8.1): rebuild the cloud-init drive from the
     /// current configuration. A running guest sees it at its next boot.
-    pub fn regenerate_cloudinit(node: &str, vmid: u32) -> WriteRequest {
-        WriteRequest { method: "PUT", path: format!("/nodes/{node}/qemu/{vmid}/cloudinit"), params: Vec::new() }
+    pub fn regenerate_cloudinit(node: &str, vmid: u32) -> Result<WriteRequest, String> {
+        Ok(WriteRequest {
+            method: WriteMethod::Put,
+            path: ApiPath::vm(node, vmid, &["cloudinit"])?,
+            params: Vec::new(),
+        })
     }
 
-    /// The parameters as a dry run shows them: secrets (`password`, `cipassword`) as `***`.
-    pub fn shown_params(&self) -> Vec<(String, String)> {
-        self.params
-            .iter()
-            .map(|(k, v)| {
-                let shown = if SECRET_PARAMS.contains(&k.as_str()) { "***".to_string() } else { v.clone() };
-                (k.clone(), shown)
-            })
-            .collect()
+    /// True when the answer to this request is a task (a UPID) to wait for.
+    pub fn returns_task(&self) -> bool {
+        self.method == WriteMethod::Post
     }
+
+    /// The parameters as they are sent.
+    fn form(&self) -> Vec<(String, String)> {
+        self.params.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect()
+    }
+}
+
+fn plain(key: &str, value: impl ToString) -> (String, ParamValue) {
+    (key.to_string(), ParamValue::Plain(value.to_string()))
 }
 
 impl fmt::Display for WriteRequest {
     /// `PUT /nodes/pve1/qemu/101/config nameserver="1.1.1.1 8.8.8.8" delete=searchdomain`,
-    /// secrets masked.
+    /// secrets as `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.path)?;
-        for (k, v) in self.shown_params() {
-            let plain = !v.is_empty() && v.chars().all(|c| !c.is_whitespace() && c != '"' && !c.is_control());
-            if plain {
-                write!(f, " {k}={v}")?;
-            } else {
-                write!(f, " {k}={v:?}")?;
+        write!(f, "{} {}", self.method.as_str(), self.path)?;
+        for (k, v) in &self.params {
+            match v {
+                ParamValue::Secret(_) => write!(f, " {k}=***")?,
+                ParamValue::Plain(v) => {
+                    let plain = !v.is_empty() && v.chars().all(|c| !c.is_whitespace() && c != '"' && !c.is_control());
+                    if plain {
+                        write!(f, " {k}={v}")?;
+                    } else {
+                        write!(f, " {k}={v:?}")?;
+                    }
+                }
             }
         }
         Ok(())
@@ -152,96 +245,29 @@ impl PveClient {
     /// Sends a [`WriteRequest`] (once: a write is never retried after it went out) and returns
     /// the answer's `data`.
     pub fn send_write(&self, request: &WriteRequest) -> Result<Value, PveError> {
-        let method = match request.method {
-            "POST" => Method::POST,
-            "PUT" => Method::PUT,
-            "DELETE" => Method::DELETE,
-            other => {
-                return Err(PveError::Invalid {
-                    host: self.address().to_string(),
-                    message: format!("unsupported write method {other}"),
-                });
-            }
-        };
-        if method == Method::DELETE {
-            return self.call(method, &request.path, &request.params, None);
+        let path = request.path.to_string();
+        let form = request.form();
+        match request.method {
+            WriteMethod::Delete => self.call(Method::DELETE, &path, &form, None),
+            method => self.call(method.http(), &path, &[], Some(&form)),
         }
-        self.call(method, &request.path, &[], Some(&request.params))
     }
 
-    /// Starts the VM; returns the `qmstart` task. A start of a running VM fails in the task
-    /// (`VM 101 already running`, kind `already_running`): check the status first.
-    pub fn start(&self, node: &str, vmid: u32) -> Result<Upid, PveError> {
-        self.send_power(&WriteRequest::start(node, vmid))
-    }
-
-    /// Asks the guest to shut down (ACPI); returns the `qmshutdown` task, which fails with
-    /// `VM quit/powerdown failed - got timeout` when the guest is not off after `timeout_secs`,
-    /// unless `force_stop`. A stopped VM: real PVE answers with a task that does nothing, fakepve
-    /// with 500 `VM 101 not running` (kind `not_running`) — check the status first.
-    pub fn shutdown(
-        &self,
-        node: &str,
-        vmid: u32,
-        timeout_secs: Option<u32>,
-        force_stop: bool,
-    ) -> Result<Upid, PveError> {
-        self.send_power(&WriteRequest::shutdown(node, vmid, timeout_secs, force_stop))
-    }
-
-    /// Stops the VM at once (no guest shutdown); returns the `qmstop` task.
-    pub fn stop(&self, node: &str, vmid: u32) -> Result<Upid, PveError> {
-        self.send_power(&WriteRequest::stop(node, vmid))
-    }
-
-    /// Reboots the VM (shutdown, then start, applying pending changes); returns the `qmreboot`
-    /// task. On real PVE the task ends after the shutdown half: use [`PveClient::wait_status`]
-    /// for `running` afterwards.
-    pub fn reboot(&self, node: &str, vmid: u32, timeout_secs: Option<u32>) -> Result<Upid, PveError> {
-        self.send_power(&WriteRequest::reboot(node, vmid, timeout_secs))
-    }
-
-    /// Sends a power request (`WriteRequest::start`, `shutdown`, ...) and returns its task.
-    pub fn send_power(&self, request: &WriteRequest) -> Result<Upid, PveError> {
+    /// Sends a request whose answer is a task (`POST .../status/start`, ...) and returns it.
+    pub fn send_task(&self, request: &WriteRequest) -> Result<Upid, PveError> {
         let data = self.send_write(request)?;
-        let text = data
-            .as_str()
-            .ok_or_else(|| self.decode_error(&request.path, format!("expected a task id (UPID), got {data}")))?;
-        Upid::parse(text).map_err(|reason| self.decode_error(&request.path, reason))
-    }
-
-    /// Writes configuration keys with one synchronous `PUT .../config` (see
-    /// [`WriteRequest::set_config`]): `None` values delete keys; with `digest` (from
-    /// [`PveClient::vm_config`]) PVE refuses the write if the config changed since —
-    /// [`PveError::DigestMismatch`], kind `digest_mismatch`, nothing written. Other refusals:
-    /// `locked` (VM lock), `lock_timeout` (config lock held), `unreachable` (node offline).
-    /// An empty change list sends nothing. On a running VM PVE keeps most keys as pending
-    /// until the next start or reboot.
-    pub fn set_config(
-        &self,
-        node: &str,
-        vmid: u32,
-        changes: &[(String, Option<String>)],
-        digest: Option<&str>,
-    ) -> Result<(), PveError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let request = WriteRequest::set_config(node, vmid, changes, digest)
-            .map_err(|message| PveError::Invalid { host: self.address().to_string(), message })?;
-        self.send_write(&request).map(|_| ())
-    }
-
-    /// Rebuilds the VM's cloud-init drive from its configuration (`PUT .../cloudinit`,
-    /// PVE ≥ 8.1; older versions answer 501). The guest applies it at its next boot.
-    pub fn regenerate_cloudinit(&self, node: &str, vmid: u32) -> Result<(), PveError> {
-        self.send_write(&WriteRequest::regenerate_cloudinit(node, vmid)).map(|_| ())
+        let path = request.path.to_string();
+        let text =
+            data.as_str().ok_or_else(|| self.decode_error(&path, format!("expected a task id (UPID), got {data}")))?;
+        Upid::parse(text).map_err(|reason| self.decode_error(&path, reason))
     }
 
     // ------------------------------------------------------------------ tasks
 
     fn task_path(upid: &Upid, what: &str) -> String {
-        format!("/nodes/{}/tasks/{}/{what}", upid.node(), utf8_percent_encode(upid.as_str(), PATH_SEGMENT))
+        // A UPID holds only characters a path segment may hold (`:`, `@`, `!` included); the
+        // client refuses the request if a forged one does not.
+        format!("/nodes/{}/tasks/{}/{what}", upid.node(), upid.as_str())
     }
 
     /// One look at a task: `running`, or `stopped` with its exit status.
@@ -308,42 +334,37 @@ impl PveClient {
         progress: &mut dyn FnMut(&TaskState),
     ) -> Result<TaskOutcome, PveError> {
         let started = Instant::now();
-        let what = || format!("task {upid}");
-        for polls in 0u32.. {
-            if cancel() {
-                return Err(PveError::Cancelled { host: self.address().to_string(), what: what() });
-            }
-            let mut state = self.task_status(upid)?;
-            state.elapsed = started.elapsed();
-            progress(&state);
-            if !state.running() {
-                let exitstatus = state.exitstatus.clone().unwrap_or_else(|| "unknown".to_string());
-                let ok = tasks::task_succeeded(&exitstatus);
-                let log_tail = if exitstatus.trim() == "OK" {
-                    Vec::new()
-                } else {
-                    // The exit status is the answer; a log that cannot be read does not change it.
-                    self.task_log_tail(upid, TASK_LOG_TAIL).unwrap_or_else(|e| {
-                        tracing::warn!(%upid, error = %e, "cannot read the task log");
-                        Vec::new()
-                    })
-                };
-                return Ok(TaskOutcome { upid: upid.clone(), ok, exitstatus, log_tail, elapsed: state.elapsed });
-            }
-            if started.elapsed() >= timeout {
-                return Err(PveError::TaskTimeout {
-                    host: self.address().to_string(),
-                    node: upid.node().to_string(),
-                    vmid: upid.vmid(),
-                    upid: upid.to_string(),
-                    after: timeout,
-                });
-            }
-            if self.nap(started, timeout, polls, cancel) {
-                return Err(PveError::Cancelled { host: self.address().to_string(), what: what() });
-            }
-        }
-        unreachable!("the poll loop only ends by returning")
+        let state = self.poll_until(
+            &format!("task {upid}"),
+            timeout,
+            cancel,
+            &mut || {
+                let mut state = self.task_status(upid)?;
+                state.elapsed = started.elapsed();
+                progress(&state);
+                Ok(state)
+            },
+            &|state| !state.running(),
+            &|_| PveError::TaskTimeout {
+                host: self.address().to_string(),
+                node: upid.node().to_string(),
+                vmid: upid.vmid(),
+                upid: upid.to_string(),
+                after: timeout,
+            },
+        )?;
+        let exitstatus = state.exitstatus.clone().unwrap_or_else(|| "unknown".to_string());
+        let ok = tasks::task_succeeded(&exitstatus);
+        let log_tail = if exitstatus.trim() == "OK" {
+            Vec::new()
+        } else {
+            // The exit status is the answer; a log that cannot be read does not change it.
+            self.task_log_tail(upid, TASK_LOG_TAIL).unwrap_or_else(|e| {
+                tracing::warn!(%upid, error = %e, "cannot read the task log");
+                Vec::new()
+            })
+        };
+        Ok(TaskOutcome { upid: upid.clone(), ok, exitstatus, log_tail, elapsed: state.elapsed })
     }
 
     /// Waits until the VM's `status/current` shows `wanted` (`running`, `stopped`), polling as
@@ -358,29 +379,53 @@ impl PveClient {
         cancel: &dyn Fn() -> bool,
         progress: &mut dyn FnMut(&VmStatus),
     ) -> Result<VmStatus, PveError> {
+        self.poll_until(
+            &format!("VM {vmid} on node `{node}` to become `{wanted}`"),
+            timeout,
+            cancel,
+            &mut || {
+                let status = self.vm_status(node, vmid)?;
+                progress(&status);
+                Ok(status)
+            },
+            &|status| status.status == wanted,
+            &|last| PveError::StatusTimeout {
+                host: self.address().to_string(),
+                node: node.to_string(),
+                vmid,
+                wanted: wanted.to_string(),
+                last: last.status.clone(),
+                after: timeout,
+            },
+        )
+    }
+
+    /// The one poll loop: `look()` until `done`, at the backing-off interval, never past
+    /// `timeout` (then `timed_out(last)`), stopping as soon as `cancel()` says so.
+    fn poll_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cancel: &dyn Fn() -> bool,
+        look: &mut dyn FnMut() -> Result<T, PveError>,
+        done: &dyn Fn(&T) -> bool,
+        timed_out: &dyn Fn(&T) -> PveError,
+    ) -> Result<T, PveError> {
         let started = Instant::now();
-        let what = || format!("VM {vmid} on node `{node}` to become `{wanted}`");
+        let cancelled = || PveError::Cancelled { host: self.address().to_string(), what: what.to_string() };
         for polls in 0u32.. {
             if cancel() {
-                return Err(PveError::Cancelled { host: self.address().to_string(), what: what() });
+                return Err(cancelled());
             }
-            let status = self.vm_status(node, vmid)?;
-            progress(&status);
-            if status.status == wanted {
-                return Ok(status);
+            let seen = look()?;
+            if done(&seen) {
+                return Ok(seen);
             }
             if started.elapsed() >= timeout {
-                return Err(PveError::StatusTimeout {
-                    host: self.address().to_string(),
-                    node: node.to_string(),
-                    vmid,
-                    wanted: wanted.to_string(),
-                    last: status.status,
-                    after: timeout,
-                });
+                return Err(timed_out(&seen));
             }
             if self.nap(started, timeout, polls, cancel) {
-                return Err(PveError::Cancelled { host: self.address().to_string(), what: what() });
+                return Err(cancelled());
             }
         }
         unreachable!("the poll loop only ends by returning")
@@ -414,18 +459,22 @@ mod tests {
 
     #[test]
     fn power_requests_carry_their_parameters() {
-        assert_eq!(WriteRequest::start("pve1", 101).to_string(), "POST /nodes/pve1/qemu/101/status/start");
+        assert_eq!(WriteRequest::start("pve1", 101).unwrap().to_string(), "POST /nodes/pve1/qemu/101/status/start");
         assert_eq!(
-            WriteRequest::shutdown("pve2", 102, Some(60), true).to_string(),
+            WriteRequest::shutdown("pve2", 102, Some(60), true).unwrap().to_string(),
             "POST /nodes/pve2/qemu/102/status/shutdown timeout=60 forceStop=1"
         );
-        assert_eq!(WriteRequest::shutdown("pve2", 102, None, false).params, vec![]);
+        assert_eq!(WriteRequest::shutdown("pve2", 102, None, false).unwrap().params, vec![]);
         assert_eq!(
-            WriteRequest::reboot("pve1", 101, Some(30)).to_string(),
+            WriteRequest::reboot("pve1", 101, Some(30)).unwrap().to_string(),
             "POST /nodes/pve1/qemu/101/status/reboot timeout=30"
         );
-        assert_eq!(WriteRequest::stop("pve1", 101).path, "/nodes/pve1/qemu/101/status/stop");
-        assert_eq!(WriteRequest::regenerate_cloudinit("pve1", 101).to_string(), "PUT /nodes/pve1/qemu/101/cloudinit");
+        assert_eq!(WriteRequest::stop("pve1", 101).unwrap().path.to_string(), "/nodes/pve1/qemu/101/status/stop");
+        assert_eq!(
+            WriteRequest::regenerate_cloudinit("pve1", 101).unwrap().to_string(),
+            "PUT /nodes/pve1/qemu/101/cloudinit"
+        );
+        assert!(WriteRequest::start("../access", 101).is_err(), "a node name is a path segment");
     }
 
     #[test]
@@ -442,11 +491,11 @@ mod tests {
             Some("abc123"),
         )
         .unwrap();
-        assert_eq!(req.method, "PUT");
-        assert_eq!(req.path, "/nodes/pve1/qemu/101/config");
+        assert_eq!(req.method, WriteMethod::Put);
+        assert_eq!(req.path.to_string(), "/nodes/pve1/qemu/101/config");
         let keys: Vec<&str> = req.params.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["ipconfig0", "nameserver", "delete", "digest"]);
-        assert_eq!(req.params[2].1, "searchdomain,ipconfig1");
+        assert_eq!(req.form()[2].1, "searchdomain,ipconfig1");
         assert_eq!(
             req.to_string(),
             "PUT /nodes/pve1/qemu/101/config ipconfig0=ip=10.0.0.5/24,gw=10.0.0.1 nameserver=\"1.1.1.1 8.8.8.8\" \
@@ -455,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn set_config_refuses_bad_keys_and_masks_secrets() {
+    fn set_config_refuses_bad_keys_and_masks_secrets_by_type() {
         for bad in [
             changes(&[]),
             changes(&[("", Some("x"))]),
@@ -475,7 +524,19 @@ mod tests {
         .unwrap();
         let shown = req.to_string();
         assert!(!shown.contains("hunter2") && shown.contains("cipassword=***"), "{shown}");
-        assert_eq!(req.params[0].1, "hunter2", "only the display is masked");
+        assert!(!format!("{req:?}").contains("hunter2"), "Debug never shows a secret");
+        assert_eq!(req.form()[0].1, "hunter2", "only the display is masked");
+        let raw = WriteRequest::new(
+            WriteMethod::Post,
+            ApiPath::parse("/access/users").unwrap(),
+            [("x".to_string(), ParamValue::Secret(Secret::new("s3cret")))],
+        )
+        .unwrap();
+        assert_eq!(raw.to_string(), "POST /access/users x=***");
+        assert!(
+            WriteRequest::new(WriteMethod::Post, raw.path.clone(), [("a=b".into(), ParamValue::Plain("1".into()))])
+                .is_err()
+        );
     }
 
     #[test]

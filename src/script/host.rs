@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
+use crate::change::ChangeLog;
 use crate::config::Loaded;
 use crate::pve::{PveClient, PveError};
 use crate::ssh::SshPool;
@@ -15,7 +16,10 @@ use crate::ui::{Level, Ui};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// `--dry-run`, also set by `--expect-no-changes`.
     pub dry_run: bool,
+    /// `--expect-no-changes`: exit 3 when the (dry) run planned any change.
+    pub expect_no_changes: bool,
     pub yes: bool,
     pub json: bool,
     pub verbose: u8,
@@ -33,6 +37,8 @@ pub struct Host {
     pub cancel: Arc<AtomicBool>,
     /// `ARGS`: the workflow's flags and `--arg` values.
     pub args: rhai::Map,
+    /// Every change of the run, made or (under `--dry-run`) planned: the one door.
+    pub changes: ChangeLog,
     http: OnceLock<reqwest::blocking::Client>,
     pve: Mutex<Option<Arc<PveClient>>>,
     ssh: OnceLock<SshPool>,
@@ -41,7 +47,11 @@ pub struct Host {
 impl Host {
     pub fn new(loaded: Loaded, options: RunOptions, args: rhai::Map, cancel: Arc<AtomicBool>) -> Arc<Host> {
         let ui = Ui::new(options.quiet, options.no_color, options.json);
+        let shown = ui.clone();
+        let changes =
+            ChangeLog::new(options.dry_run, move |e| shown.log(Level::Info, &format!("dry-run: {}", e.line())));
         Arc::new(Host {
+            changes,
             loaded: Arc::new(loaded),
             options,
             ui,

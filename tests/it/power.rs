@@ -24,8 +24,14 @@ fn power_requests(pve: &FakePve) -> Vec<String> {
     sent
 }
 
+/// The JSON documents on stdout: the table's rows, then the plan (`{"plan": [...]}`) when the
+/// run changed or planned anything.
+fn documents(stdout: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(stdout).into_iter::<Value>().map(Result::unwrap).collect()
+}
+
 fn rows(stdout: &str) -> Vec<Value> {
-    serde_json::from_str::<Value>(stdout).unwrap().as_array().unwrap().clone()
+    documents(stdout)[0].as_array().unwrap().clone()
 }
 
 #[test]
@@ -82,19 +88,40 @@ fn failures_are_named_with_reasons_and_the_others_succeed() {
         return;
     };
     let run = Test::new().pve(&pve, None).args(&["start"]).run().status(1);
-    assert!(run.stderr.contains("3 of 5 VMs failed"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("pve1/104 vm104: task failed") && run.stderr.contains("no bootable device"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("pve1/105 vm105: VM is locked (backup)"), "{}", run.stderr);
-    assert!(run.stderr.contains("pve3/301 vm301: its Proxmox node pve3 is unreachable"), "{}", run.stderr);
+    assert!(run.stderr.contains("3 of 5 VMs failed: pve1/104 vm104, pve1/105 vm105, pve3/301 vm301"), "{}", run.stderr);
+    // Each failure is in the table once, with its reason.
+    let line = |vm: &str| run.stdout.lines().find(|l| l.starts_with(vm)).unwrap_or_default().to_string();
+    assert!(line("pve1/104").contains("task failed: no bootable device"), "{}", run.stdout);
+    assert!(line("pve1/105").contains("VM locked (backup)"), "{}", run.stdout);
+    assert!(line("pve3/301").contains("node pve3 unreachable"), "{}", run.stdout);
     assert_eq!(pve.vm(101)["status"], "running");
     assert_eq!(pve.vm(102)["status"], "running");
     // The locked VM and the one on the offline node were not even asked.
     let sent = power_requests(&pve);
     assert!(!sent.iter().any(|p| p.contains("/105/") || p.contains("/301/")), "{sent:?}");
+}
+
+#[test]
+fn a_start_refused_because_the_vm_got_locked_is_reported_as_locked_with_the_task_log() {
+    // The lock is taken after discovery: the start task itself fails on it.
+    let locking = json!({"vmid": 104, "name": "vm104", "node": "pve1", "status": "stopped", "tags": "k3s-agent",
+                         "start_error": "VM is locked (snapshot)"});
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "vms": [locking]})) else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).args(&["--json", "start"]).run().status(1);
+    let rows = rows(&run.stdout);
+    assert_eq!((rows[0]["kind"].as_str(), rows[0]["result"].as_str()), (Some("locked"), Some("VM locked (snapshot)")));
+    // The error map a script catches: the classified kind, the reason and the task's log tail.
+    let t = Test::new().pve(&pve, None).file(
+        "s.rhai",
+        "let vm = pve::vms()[0];\ntry { pve::wait_task(pve::start(vm), 30); } catch (e) { print(to_json(e)); }",
+    );
+    let run = t.run_args(&["run", "s.rhai"]).status(0);
+    let e: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!((e["kind"].as_str(), e["reason"].as_str()), (Some("locked"), Some("VM locked (snapshot)")), "{e}");
+    assert!(e["log_tail"].as_array().is_some_and(|t| t.iter().any(|l| l.as_str().unwrap().contains("locked"))), "{e}");
+    assert_eq!(e["item"], "pve1/104 vm104");
 }
 
 #[test]
@@ -146,7 +173,7 @@ fn stop_reports_a_shutdown_timeout_and_force_hard_stops_the_vm() {
         return;
     };
     let run = Test::new().pve(&pve, None).args(&["stop", "--timeout", "1"]).run().status(1);
-    assert!(run.stderr.contains("pve1/101 vm101: task failed") && run.stderr.contains("timeout"), "{}", run.stderr);
+    assert!(run.stdout.contains("task failed: VM quit/powerdown failed - got timeout"), "{}", run.stdout);
     assert_eq!(pve.vm(101)["status"], "running");
     let run = Test::new().pve(&pve, None).args(&["--json", "stop", "--timeout", "1", "--force"]).run().status(0);
     assert_eq!(rows(&run.stdout)[0]["action"], "shutdown (force)");

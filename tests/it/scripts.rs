@@ -169,12 +169,13 @@ fn ctrl_c_interrupts_sleep_and_parallel_too() {
 
 #[test]
 fn write_file_is_atomic_with_mode_and_skipped_under_dry_run() {
-    let t = Test::new().file("w.rhai", "write_file(\"out/secret\", \"s\", 0o600);");
+    let t = Test::new().file("w.rhai", "write_file(\"out/secret\", \"s\", 0o600);").file("out/.keep", "");
     let run = Test::new()
         .file("w.rhai", "write_file(\"out/secret\", \"s\", 0o600);")
+        .file("out/.keep", "")
         .args(&["--dry-run", "run", "w.rhai"])
         .run();
-    run.status(0).stderr_has("would write");
+    run.status(0).stderr_has("dry-run: would write out/secret (mode 0600, 1 bytes)");
     let t = t.args(&["run", "w.rhai"]);
     t.run().status(0);
     use std::os::unix::fs::PermissionsExt;

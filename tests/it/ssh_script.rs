@@ -49,12 +49,13 @@ fn a_failing_run_names_host_command_code_and_stderr_tail_and_hides_secrets() {
     let run = run.status(1).stderr_has(&h).stderr_has("exit code 3").stderr_has("echo boom >&2; exit 3");
     run.stderr_has("| first").stderr_has("| boom");
 
-    // Caught: the fields of the error map; registered secrets and stdin never shown.
+    // Caught: the fields of the error map; a Secret on stdin never shown, even when the host
+    // echoes it, and a Secret joined into a command is `<redacted>`, not its value.
     let script = format!(
         r#"
         let token = ssh::secret("K10-secret-token");
         try {{
-            ssh::run({h:?}, `echo ${{token}} >&2; cat >&2; exit 4`, #{{input: "stdin-secret-value"}});
+            ssh::run({h:?}, "cat >&2; exit 4", #{{input: token}});
         }} catch (e) {{
             print(to_json(e));
         }}
@@ -62,6 +63,7 @@ fn a_failing_run_names_host_command_code_and_stderr_tail_and_hides_secrets() {
         print(to_json(r));
         try {{ ssh::query({h:?}, "sleep 5", #{{timeout: 1}}); }} catch (e) {{ print(e.kind); }}
         try {{ ssh::query({h:?}, "true", #{{sudoo: true}}); }} catch (e) {{ print(e.kind + " " + e.message); }}
+        print(`echo ${{token}}`);
         "#
     );
     let run = lab_test(&lab, &kh, &script).run().status(0);
@@ -70,12 +72,13 @@ fn a_failing_run_names_host_command_code_and_stderr_tail_and_hides_secrets() {
     assert_eq!((e["kind"].as_str(), e["item"].as_str(), e["host"].as_str()), (Some("command"), Some(&*h), Some(&*h)));
     assert_eq!(e["code"], 4);
     let all = lines[0];
-    assert!(!all.contains("K10-secret-token") && !all.contains("stdin-secret-value"), "{all}");
-    assert!(e["stderr"].as_str().unwrap().contains("***"), "{all}");
+    assert!(!run.stdout.contains("K10-secret-token") && !run.stderr.contains("K10-secret-token"), "{all}");
+    assert!(e["stderr"].as_str().unwrap().contains("***"), "the echoed secret is masked: {all}");
     assert!(
-        e["command"].as_str().unwrap().starts_with("sudo -n echo ***"),
+        e["command"].as_str().unwrap().starts_with("sudo -n cat >&2"),
         "sudo by default for a non-root user: {all}"
     );
+    assert_eq!(lines[4], "echo <redacted>", "a Secret in a string is never its value");
     let r: Value = serde_json::from_str(lines[1]).unwrap();
     assert_eq!(r, json!({"code": 5, "stdout": "out\n", "stderr": "err\n", "dry_run": false}));
     assert_eq!(lines[2], "timeout", "a per-command timeout");
@@ -106,7 +109,9 @@ fn dry_run_prints_a_run_without_running_it_and_still_runs_a_query() {
     );
     let t = lab_test(&lab, &kh, &script);
     let run = t.run_args(&["--dry-run", "run", "t.rhai"]).status(0);
-    let run = run.stderr_has(&format!("dry-run: on {h}: would run sudo -n touch /var/lib/rancher/marker-run"));
+    let run = run.stderr_has(&format!("dry-run: would run on {h}: sudo -n touch /var/lib/rancher/marker-run"));
+    let run = run.stderr_has(&format!("dry-run: would write {h}:/var/lib/rancher/marker-write (mode 0644, 1 bytes"));
+    let run = run.stderr_has("dry run: 2 change(s) planned, none made");
     let lines: Vec<&str> = run.stdout.lines().collect();
     let json = |line: &str| serde_json::from_str::<Value>(line).unwrap();
     assert_eq!(json(lines[0]), json!({"code": 0, "stdout": "", "stderr": "", "dry_run": true}));
@@ -119,12 +124,11 @@ fn dry_run_prints_a_run_without_running_it_and_still_runs_a_query() {
     t.run().status(0);
     assert!(dir.join("marker-run").exists() && dir.join("marker-write").exists(), "without --dry-run it runs");
 
-    // The write is now up to date: a dry run compares and says so.
+    // The write is now up to date: a dry run compares and plans only the command.
     let run = t.run_args(&["--dry-run", "run", "t.rhai"]).status(0);
     assert_eq!(run.stdout.lines().nth(1), Some("false"));
-    run.stderr_has(&format!(
-        "dry-run: on {h}: no need to write /var/lib/rancher/marker-write (mode 0644, 1 bytes): already up to date"
-    ));
+    assert!(!run.stderr.contains("marker-write"), "an up-to-date file is no change: {}", run.stderr);
+    run.stderr_has("dry run: 1 change(s) planned, none made");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! files, JSON, `parallel`, `fail`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +11,9 @@ use std::time::Duration;
 use rhai::{Array, Dynamic, EvalAltResult, FnPtr, INT, Map, Module, NativeCallContext};
 
 use super::{RhaiResult, error_kind, error_message, register, script_error};
+use crate::change::{Change, ChangeLog, LocalFile};
 use crate::script::Host;
+use crate::secret::Secret;
 use crate::ui::{Level, render_table};
 
 /// How many items `parallel` runs at once when the script does not say.
@@ -23,10 +25,11 @@ pub fn module(host: &Arc<Host>) -> Module {
     register_output(&mut m, host);
     register_files(&mut m, host);
     register_json(&mut m);
-    register_parallel(&mut m);
+    register_parallel(&mut m, host);
     register_misc(&mut m, host);
     register_sorting(&mut m);
     register_join(&mut m);
+    register_secret(&mut m);
     super::progress::register_all(&mut m, host);
     m
 }
@@ -184,42 +187,27 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         "True when a local file (or directory) exists.",
         |path: &str| expand(path).exists(),
     );
-    for with_mode in [false, true] {
-        let h = host.clone();
-        let write = move |path: &str, text: &str, mode: INT| -> RhaiResult<()> {
-            let p = expand(path);
-            if h.options.dry_run {
-                h.log(
-                    Level::Info,
-                    &format!("dry-run: would write {} ({} bytes, mode {mode:o})", p.display(), text.len()),
-                );
-                return Ok(());
-            }
-            let mode =
-                u32::try_from(mode).map_err(|_| script_error("argument", format!("bad mode {mode}"), Some(path)))?;
-            crate::fsutil::write_atomic(&p, text.as_bytes(), mode)
-                .map(drop)
-                .map_err(|e| script_error("io", e.to_string(), Some(path)))
-        };
-        if with_mode {
-            register(
-                m,
-                "write_file",
-                &["path: &str", "text: &str", "mode: INT", "()"],
-                "Writes a local file atomically (temp file + rename) with `mode` (e.g. `0o600` for secrets).\n\
-                 A change: under `--dry-run` it is printed and not made.\n\n```rhai\nwrite_file(\"token\", t, 0o600);\n```",
-                write,
-            );
-        } else {
-            register(
-                m,
-                "write_file",
-                &["path: &str", "text: &str", "()"],
-                "Writes a local file atomically with mode `0o644`. A change: skipped under `--dry-run`.",
-                move |path: &str, text: &str| write(path, text, 0o644),
-            );
-        }
-    }
+    let h = host.clone();
+    let write = move |path: &str, text: &str, mode: INT| -> RhaiResult<()> {
+        let mode = u32::try_from(mode).map_err(|_| script_error("argument", format!("bad mode {mode}"), Some(path)))?;
+        write_local(&h, &expand(path), text.as_bytes(), mode, None).map(drop)
+    };
+    let plain = write.clone();
+    register(
+        m,
+        "write_file",
+        &["path: &str", "text: &str", "()"],
+        "Writes a local file atomically with mode `0o644`. A change: printed, not made, under `--dry-run`.",
+        move |path: &str, text: &str| plain(path, text, 0o644),
+    );
+    register(
+        m,
+        "write_file",
+        &["path: &str", "text: &str", "mode: INT", "()"],
+        "Writes a local file atomically (temp file + rename) with `mode` (e.g. `0o600` for secrets).\n\
+         A change: under `--dry-run` it is printed and not made.\n\n```rhai\nwrite_file(\"token\", t, 0o600);\n```",
+        write,
+    );
     let h = host.clone();
     register(
         m,
@@ -239,12 +227,24 @@ fn save_config(host: &Host, key: &str, value: Dynamic) -> RhaiResult<()> {
     let path = host.loaded.file.clone().unwrap_or_else(|| host.options.cwd.join("k3sx.json"));
     let json: serde_json::Value =
         rhai::serde::from_dynamic(&value).map_err(|e| script_error("argument", e.to_string(), Some(key)))?;
-    if host.options.dry_run {
-        host.log(Level::Info, &format!("dry-run: would set {key} = {json} in {}", path.display()));
-        return Ok(());
+    // Checked against the schema before anything is written (a read, also under --dry-run).
+    let edit = crate::config::plan_value_in_file(&path, section, name, &json)
+        .map_err(|e| script_error("config", e.to_string(), Some(key)))?;
+    write_local(host, &edit.path, edit.text.as_bytes(), edit.mode, Some(format!("set {key} = {json}"))).map(drop)
+}
+
+/// A local file write through the change log: checked and compared first (a read, also under
+/// `--dry-run`), so a file that already holds `bytes` with `mode` is no change. True when
+/// written (or, under `--dry-run`, when it would be).
+pub fn write_local(host: &Host, path: &Path, bytes: &[u8], mode: u32, what: Option<String>) -> RhaiResult<bool> {
+    let item = path.display().to_string();
+    let fs_error = |e: crate::fsutil::FsError| script_error(e.kind(), e.to_string(), Some(&item));
+    if !crate::fsutil::plan_write(path, bytes, mode).map_err(fs_error)?.changed() {
+        return Ok(false);
     }
-    crate::config::set_value_in_file(&path, section, name, &json)
-        .map_err(|e| script_error("io", e.to_string(), Some(key)))
+    let change = Change::LocalFile(LocalFile { path: path.to_path_buf(), mode, size: bytes.len() as u64, what });
+    host.changes.apply(None, change, |_| crate::fsutil::write_atomic(path, bytes, mode)).map_err(fs_error)?;
+    Ok(true)
 }
 
 fn expand(path: &str) -> PathBuf {
@@ -285,23 +285,35 @@ pub fn to_json_text(v: &Dynamic, pretty: bool) -> RhaiResult<String> {
     text.map_err(|e| script_error("json", e.to_string(), None))
 }
 
-fn register_parallel(m: &mut Module) {
+fn register_parallel(m: &mut Module, host: &Arc<Host>) {
     let doc = "Calls `f(item)` for every item on worker threads, at most `limit` at a time, and returns\n\
                one result per item in input order: `#{item, ok: true, value}` or\n\
-               `#{item, ok: false, error, kind}`. One failing item never hides the others.\n\n\
+               `#{item, ok: false, error, kind, reason}` (`reason`: the error's one-line form for a\n\
+               table). One failing item never hides the others. Changes the items make are planned\n\
+               and printed in item order, whichever finishes first.\n\n\
                ```rhai\nlet results = parallel(hosts, |h| ssh::query(h, \"uptime\"), 8);\n\
                for r in results { if !r.ok { error(`${r.item}: ${r.error}`); } }\n```";
-    register(m, "parallel", &["items: Array", "f: FnPtr", "limit: INT", "Array"], doc, parallel);
+    let h = host.clone();
+    register(
+        m,
+        "parallel",
+        &["items: Array", "f: FnPtr", "limit: INT", "Array"],
+        doc,
+        move |ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT| parallel(&h, ctx, items, f, limit),
+    );
+    let h = host.clone();
     register(
         m,
         "parallel",
         &["items: Array", "f: FnPtr", "Array"],
         "`parallel(items, f, 8)`.",
-        |ctx: NativeCallContext, items: Array, f: FnPtr| parallel(ctx, items, f, DEFAULT_PARALLEL),
+        move |ctx: NativeCallContext, items: Array, f: FnPtr| parallel(&h, ctx, items, f, DEFAULT_PARALLEL),
     );
 }
 
-fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT) -> RhaiResult<Array> {
+/// Runs the items on worker threads. The changes they make keep plan order: item by item, as
+/// if run one after the other (see `ChangeLog`).
+fn parallel(host: &Host, ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT) -> RhaiResult<Array> {
     if limit < 1 {
         return Err(script_error("argument", format!("parallel: limit must be at least 1, got {limit}"), None));
     }
@@ -313,6 +325,7 @@ fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT) -> RhaiR
     let engine = ctx.engine();
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Dynamic>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let group = host.changes.begin_group();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -322,12 +335,14 @@ fn parallel(ctx: NativeCallContext, items: Array, f: FnPtr, limit: INT) -> RhaiR
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
                     #[allow(deprecated)]
-                    let outcome = f.call_within_context::<Dynamic>(&c, (item.clone(),));
+                    let outcome =
+                        ChangeLog::in_item(&group, i, || f.call_within_context::<Dynamic>(&c, (item.clone(),)));
                     *results[i].lock().expect("no worker panics holding it") = Some(item_result(item, outcome));
                 }
             });
         }
     });
+    host.changes.end_group(&group);
     let results: Array =
         results.into_iter().map(|r| r.into_inner().expect("not poisoned").unwrap_or(Dynamic::UNIT)).collect();
     // Ctrl-C stops the whole script, not just the items that were running.
@@ -353,12 +368,15 @@ fn item_result(item: &Dynamic, outcome: RhaiResult<Dynamic>) -> Dynamic {
             if let EvalAltResult::ErrorTerminated(token, _) = &err {
                 m.insert("terminated".into(), token.clone());
             }
-            let (message, kind) = match &err {
+            let (message, kind, reason) = match &err {
                 EvalAltResult::ErrorRuntime(v, _) => {
-                    (error_message(v), error_kind(v).unwrap_or_else(|| "error".into()))
+                    let reason = v.read_lock::<Map>().and_then(|m| m.get("reason").map(|r| r.to_string()));
+                    (error_message(v), error_kind(v).unwrap_or_else(|| "error".into()), reason)
                 }
-                other => (other.to_string(), "error".into()),
+                other => (other.to_string(), "error".into(), None),
             };
+            // `reason` is the one-line form for a table; the full message when there is none.
+            m.insert("reason".into(), reason.unwrap_or_else(|| message.clone()).into());
             m.insert("error".into(), message.into());
             m.insert("kind".into(), kind.into());
         }
@@ -400,6 +418,24 @@ fn register_sorting(m: &mut Module) {
             });
             items
         },
+    );
+}
+
+/// `Secret`: a value scripts pass around (the K3s token, a password) that prints as
+/// `<redacted>` everywhere, also inside strings, so it cannot reach a log or a command line.
+fn register_secret(m: &mut Module) {
+    m.set_custom_type::<Secret>("Secret");
+    for name in ["to_string", "to_debug"] {
+        register(m, name, &["secret: &mut Secret", "String"], "A `Secret` shows as `<redacted>`.", |s: &mut Secret| {
+            s.to_string()
+        });
+    }
+    register(
+        m,
+        "is_empty",
+        &["secret: &mut Secret", "bool"],
+        "True when the secret is the empty string.",
+        |s: &mut Secret| s.is_empty(),
     );
 }
 

@@ -10,9 +10,11 @@ pub mod pve;
 pub mod ssh;
 
 use rhai::{
-    Dynamic, EvalAltResult, FuncRegistration, Map, Module, NativeCallContext, Position, RhaiFunc, RhaiNativeFunc,
-    Shared, Variant,
+    Array, Dynamic, EvalAltResult, FnNamespace, FuncRegistration, INT, Map, Module, NativeCallContext, Position,
+    RhaiFunc, RhaiNativeFunc, Shared, Variant,
 };
+
+use crate::pve::{PveError, check_segment};
 
 /// Registers `f` as `name` in `module` with its parameter names (`"name: Type"`, the last entry
 /// being the return type) and its doc comment (plain text; each line becomes a `///` line).
@@ -25,14 +27,41 @@ pub fn register<A: 'static, const N: usize, const X: bool, R: Variant + Clone, c
 ) where
     FUNC: RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
 {
+    register_in(module, FnNamespace::Internal, name, params, doc, f);
+}
+
+/// Like [`register`], for a method of a type a namespace returns (`task.planned()`): exposed
+/// globally so method-call syntax finds it outside the namespace.
+pub fn register_method<A: 'static, const N: usize, const X: bool, R: Variant + Clone, const F: bool, FUNC>(
+    module: &mut Module,
+    name: &str,
+    params: &[&str],
+    doc: &str,
+    f: FUNC,
+) where
+    FUNC: RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+{
+    register_in(module, FnNamespace::Global, name, params, doc, f);
+}
+
+fn register_in<A: 'static, const N: usize, const X: bool, R: Variant + Clone, const F: bool, FUNC>(
+    module: &mut Module,
+    namespace: FnNamespace,
+    name: &str,
+    params: &[&str],
+    doc: &str,
+    f: FUNC,
+) where
+    FUNC: RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+{
     let comment = doc.trim().lines().map(|l| format!("/// {l}").trim_end().to_string()).collect::<Vec<_>>().join("\n");
     // Pure and not volatile: what `FuncRegistration::set_into_module` assumes for these names.
     let func = with_call_position(f.into_rhai_function(true, false));
-    FuncRegistration::new(name).with_params_info(params).with_comments([comment]).set_into_module_raw(
-        module,
-        FUNC::param_types(),
-        func,
-    );
+    FuncRegistration::new(name)
+        .with_namespace(namespace)
+        .with_params_info(params)
+        .with_comments([comment])
+        .set_into_module_raw(module, FUNC::param_types(), func);
 }
 
 /// The native function type Rhai stores.
@@ -72,6 +101,47 @@ pub fn script_error(kind: &str, message: impl Into<String>, item: Option<&str>) 
     map.insert("message".into(), message.into().into());
     map.insert("item".into(), item.map(|s| Dynamic::from(s.to_string())).unwrap_or(Dynamic::UNIT));
     EvalAltResult::ErrorRuntime(map.into(), Position::NONE).into()
+}
+
+/// `(node, vmid, "node/vmid name")` of a VM map, for calls and error messages. The node must
+/// be a valid API path segment: a forged map cannot redirect a request.
+pub fn vm_ref(vm: &Map) -> RhaiResult<(String, u32, String)> {
+    let node = vm.get("node").and_then(|n| n.clone().into_string().ok());
+    let vmid = vm.get("vmid").and_then(|v| v.as_int().ok()).and_then(|v| u32::try_from(v).ok());
+    let (Some(node), Some(vmid)) = (node, vmid) else {
+        return Err(script_error("argument", "expected a VM map with `node` and `vmid` (as pve::vms() returns)", None));
+    };
+    check_segment(&node).map_err(|e| script_error("argument", format!("VM node name: {e}"), None))?;
+    let name = vm.get("name").filter(|n| !n.is_unit()).map(|n| format!(" {n}")).unwrap_or_default();
+    Ok((node.clone(), vmid, format!("{node}/{vmid}{name}")))
+}
+
+/// A Proxmox error as a catchable script error `#{kind, message, item, reason}`; a failed task
+/// also carries `exitstatus` and `log_tail`. Setup kinds (auth, TLS, config) exit 2 uncaught.
+pub fn pve_error(item: Option<&str>) -> impl Fn(PveError) -> Box<EvalAltResult> + '_ {
+    move |e| {
+        let mut err = script_error(e.kind(), e.to_string(), item);
+        with_fields(&mut err, |map| {
+            map.insert("reason".into(), e.reason().into());
+            if let PveError::TaskFailed { exitstatus, log_tail, .. } = &e {
+                map.insert("exitstatus".into(), exitstatus.clone().into());
+                map.insert("log_tail".into(), log_tail.iter().cloned().map(Dynamic::from).collect::<Array>().into());
+            }
+            if let Some(status) = e.status() {
+                map.insert("status".into(), (status as INT).into());
+            }
+        });
+        err
+    }
+}
+
+/// Adds fields to the map of a [`script_error`].
+pub fn with_fields(err: &mut Box<EvalAltResult>, add: impl FnOnce(&mut Map)) {
+    if let EvalAltResult::ErrorRuntime(value, _) = err.as_mut()
+        && let Some(mut map) = value.write_lock::<Map>()
+    {
+        add(&mut map);
+    }
 }
 
 /// The message of a script error: `e.message` for our maps, the text otherwise.

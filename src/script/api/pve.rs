@@ -8,12 +8,15 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, INT, Map, Module};
 use serde_json::Value;
 
-use super::{RhaiResult, register, script_error};
 use std::time::Duration;
 
-use crate::pve::{NodeInfo, PveError, TaskOutcome, Upid, Vm, WriteRequest};
+use super::{RhaiResult, pve_error, register, register_method, script_error, vm_ref};
+use crate::change::{Applied, Change};
+use crate::pve::{
+    ApiPath, NodeInfo, ParamValue, PveClient, PveError, TaskOutcome, Upid, Vm, WriteMethod, WriteRequest,
+};
 use crate::script::Host;
-use crate::ui::Level;
+use crate::secret::Secret;
 
 pub fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
@@ -130,102 +133,166 @@ fn register_reads(m: &mut Module, host: &Arc<Host>) {
     );
 }
 
-/// A power action: under `--dry-run` the request is printed and `()` is returned instead of
-/// a UPID (which `wait_task` accepts).
-fn power(host: &Host, vm: &Map, request: impl Fn(&str, u32) -> WriteRequest) -> RhaiResult<Dynamic> {
-    let (node, vmid, label) = vm_ref(vm)?;
-    let request = request(&node, vmid);
-    if host.options.dry_run {
-        return send_write(host, &label, &request);
+/// A task handle: the UPID of a task that was started, or a planned one (`--dry-run`), which
+/// every wait accepts and returns from at once. Scripts never parse UPIDs.
+#[derive(Debug, Clone)]
+pub struct Task {
+    upid: Option<Upid>,
+    /// The VM (`node/vmid name`) or path the task is about, for messages.
+    item: String,
+}
+
+impl Task {
+    fn planned(&self) -> bool {
+        self.upid.is_none()
     }
-    let upid = host.pve().and_then(|c| c.send_power(&request)).map_err(pve_error(Some(&label)))?;
-    Ok(upid.as_str().to_string().into())
+}
+
+fn register_task_type(m: &mut Module) {
+    m.set_custom_type::<Task>("Task");
+    register_method(
+        m,
+        "planned",
+        &["task: &mut Task", "bool"],
+        "True when the task was only planned (`--dry-run`): nothing runs in Proxmox, and waiting\n\
+         for it returns at once.\n\n```rhai\nlet t = pve::start(vm);\nlet result = if t.planned() { \"would start\" } else { \"started\" };\n```",
+        |t: &mut Task| t.planned(),
+    );
+    register_method(
+        m,
+        "upid",
+        &["task: &mut Task", "Dynamic"],
+        "The task's UPID as text, `()` for a planned task.",
+        |t: &mut Task| t.upid.as_ref().map(|u| Dynamic::from(u.to_string())).unwrap_or(Dynamic::UNIT),
+    );
+    register_method(
+        m,
+        "to_string",
+        &["task: &mut Task", "String"],
+        "`task UPID:...` or `planned task`.",
+        |t: &mut Task| t.upid.as_ref().map(|u| format!("task {u}")).unwrap_or_else(|| "planned task".into()),
+    );
+}
+
+/// A request that starts a task, through the change log; a planned task under `--dry-run`.
+fn start_task(host: &Host, item: &str, request: Result<WriteRequest, String>) -> RhaiResult<Task> {
+    let request = request.map_err(|e| script_error("argument", e, Some(item)))?;
+    let applied = apply_pve(host, item, request, PveClient::send_task)?;
+    Ok(Task {
+        upid: match applied {
+            Applied::Made(u) => Some(u),
+            Applied::Planned => None,
+        },
+        item: item.to_string(),
+    })
 }
 
 fn secs(seconds: INT) -> RhaiResult<u32> {
-    u32::try_from(seconds).map_err(|_| script_error("argument", format!("{seconds}: expected seconds >= 0"), None))
+    match u32::try_from(seconds) {
+        Ok(s) if (1..=86_400).contains(&s) => Ok(s),
+        _ => Err(script_error("argument", format!("{seconds}: expected seconds from 1 to 86400"), None)),
+    }
 }
 
 fn register_power(m: &mut Module, host: &Arc<Host>) {
+    register_task_type(m);
     let h = host.clone();
     register(
         m,
         "start",
-        &["vm: Map", "Dynamic"],
-        "Starts the VM; returns the task's UPID for `wait_task` (`()` under `--dry-run`, where the\n\
-         request is printed, not sent). PVE refuses to start a running VM: check `status` first.\n\n\
-         ```rhai\nlet upid = pve::start(vm);\nlet outcome = pve::wait_task(upid, 120);\n```",
-        move |vm: Map| power(&h, &vm, WriteRequest::start),
+        &["vm: Map", "Task"],
+        "Starts the VM; returns its task for `wait_task` (a planned task under `--dry-run`, where\n\
+         the request is printed, not sent). PVE refuses to start a running VM: check `status` first.\n\n\
+         ```rhai\nlet task = pve::start(vm);\npve::wait_task(task, 120);\n```",
+        move |vm: Map| {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            start_task(&h, &label, WriteRequest::start(&node, vmid))
+        },
     );
     let h = host.clone();
     register(
         m,
         "stop",
-        &["vm: Map", "Dynamic"],
-        "Stops the VM at once, without a guest shutdown (pulls the plug); returns the UPID.\n\
-         A change: printed, not sent, under `--dry-run`.",
-        move |vm: Map| power(&h, &vm, WriteRequest::stop),
+        &["vm: Map", "Task"],
+        "Stops the VM at once, without a guest shutdown (pulls the plug); returns its task.",
+        move |vm: Map| {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            start_task(&h, &label, WriteRequest::stop(&node, vmid))
+        },
     );
-    for force in [false, true] {
-        let h = host.clone();
-        let shutdown = move |vm: Map, timeout: INT, force: bool| -> RhaiResult<Dynamic> {
-            let t = secs(timeout)?;
-            power(&h, &vm, |n, id| WriteRequest::shutdown(n, id, Some(t), force))
-        };
-        if force {
-            register(
-                m,
-                "shutdown",
-                &["vm: Map", "timeout: INT", "force: bool", "Dynamic"],
-                "Graceful shutdown (ACPI) that PVE turns into a hard stop when the guest is not off after\n\
-                 `timeout` seconds and `force` is true; returns the UPID.",
-                shutdown,
-            );
-        } else {
-            register(
-                m,
-                "shutdown",
-                &["vm: Map", "timeout: INT", "Dynamic"],
-                "Asks the guest to shut down (ACPI); the task fails if it is not off after `timeout` seconds.\n\
-                 Returns the UPID (`()` under `--dry-run`). On a stopped VM check `status` first.\n\n\
-                 ```rhai\npve::wait_task(pve::shutdown(vm, 120), 150);\n```",
-                move |vm: Map, timeout: INT| shutdown(vm, timeout, false),
-            );
-        }
-    }
+    let h = host.clone();
+    let shutdown = move |vm: Map, timeout: INT, force: bool| -> RhaiResult<Task> {
+        let (node, vmid, label) = vm_ref(&vm)?;
+        start_task(&h, &label, WriteRequest::shutdown(&node, vmid, Some(secs(timeout)?), force))
+    };
+    let plain = shutdown.clone();
+    register(
+        m,
+        "shutdown",
+        &["vm: Map", "timeout: INT", "Task"],
+        "Asks the guest to shut down (ACPI); the task fails if it is not off after `timeout` seconds.\n\
+         Returns its task. On a stopped VM check `status` first.\n\n\
+         ```rhai\npve::wait_task(pve::shutdown(vm, 120), 150);\n```",
+        move |vm: Map, timeout: INT| plain(vm, timeout, false),
+    );
+    register(
+        m,
+        "shutdown",
+        &["vm: Map", "timeout: INT", "force: bool", "Task"],
+        "Graceful shutdown (ACPI) that PVE turns into a hard stop when the guest is not off after\n\
+         `timeout` seconds and `force` is true; returns its task.",
+        shutdown,
+    );
     let h = host.clone();
     register(
         m,
         "reboot",
-        &["vm: Map", "timeout: INT", "Dynamic"],
-        "Reboots the VM (shutdown with `timeout`, then start, applying pending changes); returns the\n\
-         UPID. The task ends after the shutdown half: `wait_status(vm, \"running\", t)` afterwards.",
-        move |vm: Map, timeout: INT| -> RhaiResult<Dynamic> {
-            let t = secs(timeout)?;
-            power(&h, &vm, |n, id| WriteRequest::reboot(n, id, Some(t)))
+        &["vm: Map", "timeout: INT", "Task"],
+        "Reboots the VM (shutdown with `timeout`, then start, applying pending changes); returns its\n\
+         task. The task ends after the shutdown half: `wait_status(task, \"running\", t)` afterwards.",
+        move |vm: Map, timeout: INT| {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            start_task(&h, &label, WriteRequest::reboot(&node, vmid, Some(secs(timeout)?)))
         },
     );
     let h = host.clone();
     register(
         m,
         "wait_task",
-        &["upid: Dynamic", "timeout: INT", "Map"],
-        "Waits until a task ends: `#{ok, exitstatus, log_tail, seconds}`; `OK` and `WARNINGS: n` are\n\
-         success, and a failed task's `log_tail` holds its last log lines. A task still running after\n\
-         `timeout` seconds is an error of kind `timeout`. `()` (a dry-run UPID) returns at once.\n\n\
-         ```rhai\nlet r = pve::wait_task(pve::start(vm), 120);\nif !r.ok { error(r.log_tail[-1]); }\n```",
-        move |upid: Dynamic, timeout: INT| -> RhaiResult<Map> {
-            if upid.is_unit() {
+        &["task: Task", "timeout: INT", "Map"],
+        "Waits until the task ends and returns `#{ok: true, exitstatus, seconds, planned}` when it\n\
+         succeeded (`OK` or `WARNINGS: n`). A task that failed is an error whose `kind` says why:\n\
+         `locked`, `lock_timeout`, `already_running`, `not_running` or `task_failed`, with `reason`\n\
+         (one line for a table), `exitstatus` and `log_tail` (its last log lines). Still running\n\
+         after `timeout` seconds: kind `timeout`. A planned task returns at once.\n\n\
+         ```rhai\ntry { pve::wait_task(pve::start(vm), 120); } catch (e) { error(`${e.item}: ${e.reason}`); }\n```",
+        move |task: Task, timeout: INT| -> RhaiResult<Map> {
+            let Some(upid) = &task.upid else {
                 return Ok(outcome_map(None));
-            }
-            let text = upid.to_string();
-            let upid =
-                Upid::parse(&text).map_err(|e| script_error("argument", format!("`{text}`: {e}"), Some(&text)))?;
+            };
             let timeout = Duration::from_secs(secs(timeout)?.into());
-            let client = h.pve().map_err(pve_error(Some(&text)))?;
+            let client = h.pve().map_err(pve_error(Some(&task.item)))?;
             let cancel = || h.cancelled();
-            let outcome = client.wait_task(&upid, timeout, &cancel, &mut |_| {}).map_err(pve_error(Some(&text)))?;
+            let outcome = client
+                .wait_task(upid, timeout, &cancel, &mut |_| {})
+                .and_then(TaskOutcome::into_result)
+                .map_err(pve_error(Some(&task.item)))?;
             Ok(outcome_map(Some(&outcome)))
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "wait_status",
+        &["task: Task", "status: &str", "timeout: INT", "()"],
+        "After the task (e.g. a reboot), waits until its VM's status is `status` (`running`,\n\
+         `stopped`); kind `timeout` after `timeout` seconds. A planned task returns at once.",
+        move |task: Task, wanted: &str, timeout: INT| -> RhaiResult<()> {
+            let Some(upid) = &task.upid else { return Ok(()) };
+            let vmid = upid
+                .vmid()
+                .ok_or_else(|| script_error("argument", format!("{upid} is not the task of a VM"), Some(&task.item)))?;
+            wait_for_status(&h, upid.node(), vmid, &task.item, wanted, timeout)
         },
     );
     let h = host.clone();
@@ -234,26 +301,28 @@ fn register_power(m: &mut Module, host: &Arc<Host>) {
         "wait_status",
         &["vm: Map", "status: &str", "timeout: INT", "()"],
         "Waits until the VM's status is `status` (`running`, `stopped`); an error of kind `timeout`\n\
-         after `timeout` seconds. Does nothing under `--dry-run` (nothing was changed to wait for).",
+         after `timeout` seconds. A read: it waits under `--dry-run` too.",
         move |vm: Map, wanted: &str, timeout: INT| -> RhaiResult<()> {
             let (node, vmid, label) = vm_ref(&vm)?;
-            if h.options.dry_run {
-                return Ok(());
-            }
-            let timeout = Duration::from_secs(secs(timeout)?.into());
-            let cancel = || h.cancelled();
-            h.pve()
-                .and_then(|c| c.wait_status(&node, vmid, wanted, timeout, &cancel, &mut |_| {}))
-                .map(|_| ())
-                .map_err(pve_error(Some(&label)))
+            wait_for_status(&h, &node, vmid, &label, wanted, timeout)
         },
     );
 }
 
+fn wait_for_status(host: &Host, node: &str, vmid: u32, item: &str, wanted: &str, timeout: INT) -> RhaiResult<()> {
+    let timeout = Duration::from_secs(secs(timeout)?.into());
+    let cancel = || host.cancelled();
+    host.pve()
+        .and_then(|c| c.wait_status(node, vmid, wanted, timeout, &cancel, &mut |_| {}))
+        .map(|_| ())
+        .map_err(pve_error(Some(item)))
+}
+
 fn outcome_map(outcome: Option<&TaskOutcome>) -> Map {
     let mut m = Map::new();
-    m.insert("ok".into(), outcome.is_none_or(|o| o.ok).into());
-    m.insert("exitstatus".into(), outcome.map(|o| o.exitstatus.clone()).unwrap_or_else(|| "dry-run".into()).into());
+    m.insert("ok".into(), true.into());
+    m.insert("planned".into(), outcome.is_none().into());
+    m.insert("exitstatus".into(), outcome.map(|o| o.exitstatus.clone()).unwrap_or_else(|| "planned".into()).into());
     let tail: Array = outcome.map(|o| o.log_tail.iter().cloned().map(Dynamic::from).collect()).unwrap_or_default();
     m.insert("log_tail".into(), tail.into());
     m.insert("seconds".into(), outcome.map(|o| o.elapsed.as_secs_f64()).unwrap_or(0.0).into());
@@ -261,56 +330,53 @@ fn outcome_map(outcome: Option<&TaskOutcome>) -> Map {
 }
 
 fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
-    for with_digest in [false, true] {
-        let h = host.clone();
-        let set = move |vm: Map, changes: Map, digest: Dynamic| -> RhaiResult<()> {
-            let (node, vmid, label) = vm_ref(&vm)?;
-            if changes.is_empty() {
-                return Ok(());
-            }
-            let changes: Vec<(String, Option<String>)> = changes
-                .iter()
-                .map(|(k, v)| (k.to_string(), if v.is_unit() { None } else { Some(param_text(v)) }))
-                .collect();
-            let client = h.pve().map_err(pve_error(Some(&label)))?;
-            // Without a digest from the caller's own read, read one now: the write must not
-            // overwrite a change made since.
-            let digest = if digest.is_unit() {
-                client
-                    .vm_config(&node, vmid)
-                    .map_err(pve_error(Some(&label)))?
-                    .get("digest")
-                    .and_then(|d| d.as_str().map(String::from))
-            } else {
-                Some(digest.to_string())
-            };
-            let request = WriteRequest::set_config(&node, vmid, &changes, digest.as_deref())
-                .map_err(|e| script_error("argument", e, Some(&label)))?;
-            send_write(&h, &label, &request).map(|_| ())
-        };
-        if with_digest {
-            register(
-                m,
-                "set_config",
-                &["vm: Map", "changes: Map", "digest: Dynamic", "()"],
-                "Like `set_config(vm, changes)`, with the `digest` of the caller's own read of the config\n\
-                 (so nothing is read again): PVE refuses the write (kind `digest_mismatch`) if the\n\
-                 configuration changed since.",
-                set,
-            );
-        } else {
-            register(
-                m,
-                "set_config",
-                &["vm: Map", "changes: Map", "()"],
-                "Writes configuration keys in one synchronous `PUT .../config`, guarded by the digest read\n\
-                 just before (a concurrent change is refused, kind `digest_mismatch`, never overwritten);\n\
-                 a `()` value deletes the key. A change: printed, not sent, under `--dry-run`.\n\n\
-                 ```rhai\npve::set_config(vm, #{nameserver: \"10.10.0.1\", searchdomain: ()});\n```",
-                move |vm: Map, changes: Map| set(vm, changes, Dynamic::UNIT),
-            );
+    let h = host.clone();
+    let set = move |vm: Map, changes: Map, digest: Dynamic| -> RhaiResult<bool> {
+        let (node, vmid, label) = vm_ref(&vm)?;
+        if changes.is_empty() {
+            return Ok(false);
         }
-    }
+        let changes: Vec<(String, Option<String>)> = changes
+            .iter()
+            .map(|(k, v)| (k.to_string(), if v.is_unit() { None } else { Some(param_text(v)) }))
+            .collect();
+        // Without a digest from the caller's own read, read one now (a read, so also under
+        // --dry-run): the write must not overwrite a change made since.
+        let digest = if digest.is_unit() {
+            let client = h.pve().map_err(pve_error(Some(&label)))?;
+            client
+                .vm_config(&node, vmid)
+                .map_err(pve_error(Some(&label)))?
+                .get("digest")
+                .and_then(|d| d.as_str().map(String::from))
+        } else {
+            Some(digest.to_string())
+        };
+        let request = WriteRequest::set_config(&node, vmid, &changes, digest.as_deref())
+            .map_err(|e| script_error("argument", e, Some(&label)))?;
+        Ok(matches!(apply_pve(&h, &label, request, PveClient::send_write)?, Applied::Made(_)))
+    };
+    let plain = set.clone();
+    register(
+        m,
+        "set_config",
+        &["vm: Map", "changes: Map", "bool"],
+        "Writes configuration keys in one synchronous `PUT .../config`, guarded by the digest read\n\
+         just before (a concurrent change is refused, kind `digest_mismatch`, never overwritten);\n\
+         a `()` value deletes the key. True when written; false when there was nothing to write or\n\
+         the write was only planned (`--dry-run`, where it is printed, not sent).\n\n\
+         ```rhai\npve::set_config(vm, #{nameserver: \"10.10.0.1\", searchdomain: ()});\n```",
+        move |vm: Map, changes: Map| plain(vm, changes, Dynamic::UNIT),
+    );
+    register(
+        m,
+        "set_config",
+        &["vm: Map", "changes: Map", "digest: Dynamic", "bool"],
+        "Like `set_config(vm, changes)`, with the `digest` of the caller's own read of the config\n\
+         (so nothing is read again): PVE refuses the write (kind `digest_mismatch`) if the\n\
+         configuration changed since.",
+        set,
+    );
     let h = host.clone();
     register(
         m,
@@ -320,79 +386,119 @@ fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
          them. A change: printed, not sent, under `--dry-run`.",
         move |vm: Map| -> RhaiResult<()> {
             let (node, vmid, label) = vm_ref(&vm)?;
-            send_write(&h, &label, &WriteRequest::regenerate_cloudinit(&node, vmid)).map(|_| ())
+            let request = WriteRequest::regenerate_cloudinit(&node, vmid)
+                .map_err(|e| script_error("argument", e, Some(&label)))?;
+            send_write(&h, &label, request).map(|_| ())
         },
     );
 }
 
 fn register_raw(m: &mut Module, host: &Arc<Host>) {
-    for with_params in [false, true] {
-        let h = host.clone();
-        let get = move |path: &str, params: Map| -> RhaiResult<Dynamic> {
-            let query: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect();
-            let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let data = h.pve().and_then(|c| c.get(path, &query)).map_err(pve_error(Some(path)))?;
-            json_to_dynamic(data)
-        };
-        if with_params {
-            register(
-                m,
-                "get",
-                &["path: &str", "params: Map", "Dynamic"],
-                "`GET` any API path with query parameters; returns the answer's `data`.\n\n\
-                 ```rhai\nlet guests = pve::get(\"/cluster/resources\", #{type: \"vm\"});\n```",
-                get,
-            );
-        } else {
-            register(
-                m,
-                "get",
-                &["path: &str", "Dynamic"],
-                "`GET` any API path (e.g. `/cluster/status`); returns the answer's `data`.",
-                move |path: &str| get(path, Map::new()),
-            );
-        }
-    }
-    let methods: [(&str, &'static str, &str); 3] = [
+    let h = host.clone();
+    let get = move |path: &str, params: Map| -> RhaiResult<Dynamic> {
+        let api_path = ApiPath::parse(path).map_err(|e| script_error("argument", e, Some(path)))?;
+        let query: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect();
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let data = h.pve().and_then(|c| c.get(&api_path.to_string(), &query)).map_err(pve_error(Some(path)))?;
+        json_to_dynamic(data)
+    };
+    let plain = get.clone();
+    register(
+        m,
+        "get",
+        &["path: &str", "Dynamic"],
+        "`GET` any API path (e.g. `/cluster/status`); returns the answer's `data`. Parameters go in\n\
+         the map of `get(path, params)`, never in the path (a `?`, `..` or control character in a\n\
+         path is refused).",
+        move |path: &str| plain(path, Map::new()),
+    );
+    register(
+        m,
+        "get",
+        &["path: &str", "params: Map", "Dynamic"],
+        "`GET` any API path with query parameters; returns the answer's `data`.\n\n\
+         ```rhai\nlet guests = pve::get(\"/cluster/resources\", #{type: \"vm\"});\n```",
+        get,
+    );
+    let methods: [(&str, WriteMethod, &str); 3] = [
         (
             "post",
-            "POST",
-            "`POST` to any API path (a change: printed, not sent, under `--dry-run`); returns `data` (often a task UPID).",
+            WriteMethod::Post,
+            "`POST` to any API path (a change: printed, not sent, under `--dry-run`). An answer that is a\n\
+             UPID comes back as a task for `wait_task` (a planned task under `--dry-run`), any other\n\
+             answer as its `data`. Parameters only in the map; values that are `Secret`s are sent and\n\
+             never shown.",
         ),
         (
             "put",
-            "PUT",
-            "`PUT` to any API path (a change: printed, not sent, under `--dry-run`); returns `data`.\n\n```rhai\npve::put(`/nodes/${vm.node}/qemu/${vm.vmid}/config`, #{tags: \"k3s-server;prod\"});\n```",
+            WriteMethod::Put,
+            "`PUT` to any API path (a change: printed, not sent, under `--dry-run`); returns `data`\n\
+             (`()` under `--dry-run`).\n\n```rhai\npve::put(`/nodes/${vm.node}/qemu/${vm.vmid}/config`, #{tags: \"k3s-server;prod\"});\n```",
         ),
-        ("delete", "DELETE", "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`."),
+        (
+            "delete",
+            WriteMethod::Delete,
+            "`DELETE` any API path (a change: printed, not sent, under `--dry-run`); returns `data`\n\
+             (`()` under `--dry-run`).",
+        ),
     ];
     for (name, method, doc) in methods {
         let h = host.clone();
         register(m, name, &["path: &str", "params: Map", "Dynamic"], doc, move |path: &str, params: Map| {
-            write(&h, method, path, &params)
+            raw_write(&h, method, path, &params)
         });
     }
 }
 
-fn write(host: &Host, method: &'static str, path: &str, params: &Map) -> RhaiResult<Dynamic> {
-    let request = WriteRequest {
-        method,
-        path: path.to_string(),
-        params: params.iter().map(|(k, v)| (k.to_string(), param_text(v))).collect(),
-    };
-    send_write(host, path, &request)
+fn raw_write(host: &Host, method: WriteMethod, path: &str, params: &Map) -> RhaiResult<Dynamic> {
+    let api_path = ApiPath::parse(path).map_err(|e| script_error("argument", e, Some(path)))?;
+    let params = params.iter().map(|(k, v)| {
+        let value = match v.clone().try_cast::<Secret>() {
+            Some(secret) => ParamValue::Secret(secret),
+            None => ParamValue::Plain(param_text(v)),
+        };
+        (k.to_string(), value)
+    });
+    let request = WriteRequest::new(method, api_path, params).map_err(|e| script_error("argument", e, Some(path)))?;
+    if method == WriteMethod::Post {
+        return start_or_send(host, path, request);
+    }
+    send_write(host, path, request)
 }
 
-/// A change: under `--dry-run` printed (the request's Display masks secrets) and `()` returned,
-/// else sent; `item` names the VM or path in messages.
-fn send_write(host: &Host, item: &str, request: &WriteRequest) -> RhaiResult<Dynamic> {
-    if host.options.dry_run {
-        let on = if item == request.path { String::new() } else { format!("{item}: ") };
-        host.log(Level::Info, &format!("dry-run: {on}would {request}"));
-        return Ok(Dynamic::UNIT);
+/// A raw POST: a UPID answer becomes a task, anything else is returned as data.
+fn start_or_send(host: &Host, item: &str, request: WriteRequest) -> RhaiResult<Dynamic> {
+    match apply_pve(host, item, request, PveClient::send_write)? {
+        Applied::Planned => Ok(Dynamic::from(Task { upid: None, item: item.to_string() })),
+        Applied::Made(data) => match data.as_str().map(Upid::parse) {
+            Some(Ok(upid)) => Ok(Dynamic::from(Task { upid: Some(upid), item: item.to_string() })),
+            _ => json_to_dynamic(data),
+        },
     }
-    let data = host.pve().and_then(|c| c.send_write(request)).map_err(pve_error(Some(item)))?;
-    json_to_dynamic(data)
+}
+
+/// A write through the change log; `item` names the VM or path in messages and in the plan.
+/// Returns the answer's `data`, `()` when only planned.
+fn send_write(host: &Host, item: &str, request: WriteRequest) -> RhaiResult<Dynamic> {
+    match apply_pve(host, item, request, PveClient::send_write)? {
+        Applied::Planned => Ok(Dynamic::UNIT),
+        Applied::Made(data) => json_to_dynamic(data),
+    }
+}
+
+/// Every Proxmox write goes through here: the change log decides, `send` sends.
+fn apply_pve<T>(
+    host: &Host,
+    item: &str,
+    request: WriteRequest,
+    send: fn(&PveClient, &WriteRequest) -> Result<T, PveError>,
+) -> RhaiResult<Applied<T>> {
+    host.changes
+        .apply(Some(item), Change::Pve(request), |c| match c {
+            Change::Pve(r) => host.pve().and_then(|client| send(&client, r)),
+            _ => unreachable!("a Proxmox change"),
+        })
+        .map_err(pve_error(Some(item)))
 }
 
 /// Form values: booleans as PVE's 0/1, everything else as text.
@@ -427,22 +533,6 @@ fn opt(v: Option<String>) -> Dynamic {
     v.map(Dynamic::from).unwrap_or(Dynamic::UNIT)
 }
 
-/// `(node, vmid, "node/vmid name")` of a VM map, for calls and error messages.
-pub fn vm_ref(vm: &Map) -> RhaiResult<(String, u32, String)> {
-    let node = vm.get("node").and_then(|n| n.clone().into_string().ok());
-    let vmid = vm.get("vmid").and_then(|v| v.as_int().ok()).and_then(|v| u32::try_from(v).ok());
-    let (Some(node), Some(vmid)) = (node, vmid) else {
-        return Err(script_error("argument", "expected a VM map with `node` and `vmid` (as pve::vms() returns)", None));
-    };
-    let name = vm.get("name").filter(|n| !n.is_unit()).map(|n| format!(" {n}")).unwrap_or_default();
-    Ok((node.clone(), vmid, format!("{node}/{vmid}{name}")))
-}
-
 fn json_to_dynamic(v: Value) -> RhaiResult<Dynamic> {
     rhai::serde::to_dynamic(v)
-}
-
-/// A Proxmox error as a catchable script error; auth/TLS/config kinds exit 2 when uncaught.
-pub fn pve_error(item: Option<&str>) -> impl Fn(PveError) -> Box<rhai::EvalAltResult> + '_ {
-    move |e| script_error(e.kind(), e.to_string(), item)
 }

@@ -12,17 +12,15 @@ use std::time::{Duration, Instant};
 
 use rhai::{EvalAltResult, INT, Map, Module};
 
-use super::pve::{pve_error, vm_ref};
-use super::{RhaiResult, register, script_error};
+use super::{RhaiResult, pve_error, register, script_error, vm_ref, with_fields};
+use crate::change::{Applied, Change, RemoteCommand, RemoteFile, sha256_hex};
 use crate::script::Host;
+use crate::secret::Secret;
 use crate::ssh::{CommandOptions, Output, PublicKey, SshError, SshPool};
 use crate::ui::Level;
 
 /// Where a VM keeps the host key `trust_vm` pins (every stock image has an Ed25519 key).
 const HOST_KEY_FILE: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
-
-/// Input shorter than this is not masked in errors: it would turn `exit code 1` into `***`.
-const MIN_MASKED_INPUT: usize = 4;
 
 pub fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
@@ -99,17 +97,19 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         move |target: &str, local: &str, remote: &str, mode: INT| -> RhaiResult<bool> {
             let mode = file_mode(mode, remote)?;
             let local_path = crate::config::expand_home(std::path::Path::new(local));
-            let size = std::fs::metadata(&local_path)
-                .map_err(|e| script_error("local", format!("cannot use local file `{local}`: {e}"), Some(local)))?
-                .len();
-            if h.options.dry_run {
-                let changes =
-                    h.ssh().upload_changes(target, &local_path, remote, mode).map_err(|e| ssh_error(&e, None))?;
-                let what = format!("upload {local} to {remote} (mode {mode:04o}, {size} bytes)");
-                dry_run_note(&h, target, &what, changes)?;
-                return Ok(changes);
+            let bytes = std::fs::read(&local_path)
+                .map_err(|e| script_error("local", format!("cannot use local file `{local}`: {e}"), Some(local)))?;
+            let pool = h.ssh();
+            // A read, also under --dry-run: an upload the host already has is no change.
+            if !pool.upload_changes(target, &local_path, remote, mode).map_err(|e| ssh_error(&e))? {
+                return Ok(false);
             }
-            h.ssh().upload(target, &local_path, remote, mode).map_err(|e| ssh_error(&e, None))
+            let change = remote_file(pool, target, remote, mode, &bytes, Some(local_path.clone()))?;
+            let applied = h
+                .changes
+                .apply(None, change, |_| pool.upload(target, &local_path, remote, mode))
+                .map_err(|e| ssh_error(&e))?;
+            Ok(matches!(applied, Applied::Planned | Applied::Made(true)))
         },
     );
     let h = host.clone();
@@ -119,17 +119,21 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         &["host: &str", "remote: &str", "text: &str", "mode: INT", "bool"],
         "Writes `text` to `remote` on `host` by SFTP, atomically, with permission bits `mode` (octal:\n\
          `0o600`). Returns true when written, false when the file already had this content and mode.\n\
-         A change: under `--dry-run` the remote file is compared (a read), the write printed (path\n\
-         and size, never the content) and not made; it returns whether it would write.\n\n```rhai\nssh::write(h, \"/etc/rancher/k3s/config.yaml\", yaml, 0o600);\n```",
-        move |target: &str, remote: &str, text: &str, mode: INT| -> RhaiResult<bool> {
-            let mode = file_mode(mode, remote)?;
-            if h.options.dry_run {
-                let changes =
-                    h.ssh().write_changes(target, remote, text.as_bytes(), mode).map_err(|e| ssh_error(&e, None))?;
-                dry_run_note(&h, target, &format!("write {remote} (mode {mode:04o}, {} bytes)", text.len()), changes)?;
-                return Ok(changes);
-            }
-            h.ssh().write(target, remote, text.as_bytes(), mode).map_err(|e| ssh_error(&e, None))
+         A change: under `--dry-run` the remote file is compared (a read), the write printed (path,\n\
+         size and hash, never the content) and not made; it returns whether it would write.\n\n\
+         ```rhai\nssh::write(h, \"/etc/rancher/k3s/config.yaml\", yaml, 0o600);\n```",
+        move |target: &str, remote: &str, text: &str, mode: INT| {
+            write_remote(&h, target, remote, text.as_bytes(), mode)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "write",
+        &["host: &str", "remote: &str", "secret: Secret", "mode: INT", "bool"],
+        "`ssh::write` of a `Secret` (e.g. a token file, mode `0o600`): the content is never shown.",
+        move |target: &str, remote: &str, secret: Secret, mode: INT| {
+            write_remote(&h, target, remote, secret.expose().as_bytes(), mode)
         },
     );
     let h = host.clone();
@@ -141,7 +145,7 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
          through `sudo -n cat`). Bytes that are not UTF-8 become `\u{FFFD}`.\n\n\
          ```rhai\nlet kubeconfig = ssh::read(h, \"/etc/rancher/k3s/k3s.yaml\");\n```",
         move |target: &str, remote: &str| -> RhaiResult<String> {
-            let bytes = h.ssh().read(target, remote).map_err(|e| ssh_error(&e, None))?;
+            let bytes = h.ssh().read(target, remote).map_err(|e| ssh_error(&e))?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         },
     );
@@ -177,7 +181,7 @@ fn register_hosts(m: &mut Module, host: &Arc<Host>) {
                         &format!("waiting for ssh on {name} ({secs}s, attempt {attempt}): {}", e.kind()),
                     );
                 })
-                .map_err(|e| ssh_error(&e, None))?;
+                .map_err(|e| ssh_error(&e))?;
             if waited {
                 h.log(Level::Ok, &format!("{target} answers ssh after {}s", start.elapsed().as_secs()));
             }
@@ -191,19 +195,22 @@ fn register_hosts(m: &mut Module, host: &Arc<Host>) {
         &["host: &str", "String"],
         "The host's own name (`uname -n`; K3s names the node after it).\n\n\
          ```rhai\nlet name = ssh::hostname(\"10.10.0.50\");\n```",
-        move |target: &str| -> RhaiResult<String> { h.ssh().hostname(target).map_err(|e| ssh_error(&e, None)) },
+        move |target: &str| -> RhaiResult<String> { h.ssh().hostname(target).map_err(|e| ssh_error(&e)) },
     );
     let h = host.clone();
     register(
         m,
         "secret",
-        &["text: &str", "String"],
-        "Registers `text` as a secret: from now on it is shown as `***` in every command, dry-run line\n\
-         and error that `ssh::` prints. Returns `text` unchanged, to use in the same expression.\n\n\
-         ```rhai\nlet token = ssh::secret(ssh::query(first, \"cat /var/lib/rancher/k3s/server/token\").stdout);\nssh::write(h, \"/etc/rancher/k3s/token\", token, 0o600);\n```",
-        move |text: &str| -> String {
+        &["text: &str", "Secret"],
+        "Makes `text` a `Secret`: a value that `ssh::run`/`query` send on stdin (`#{input: s}`) and\n\
+         `ssh::write` writes, but that prints as `<redacted>` everywhere (also when joined into a\n\
+         string, so it cannot reach a command line). Anything a host prints that contains it is\n\
+         masked as `***` in errors.\n\n\
+         ```rhai\nlet token = ssh::secret(ssh::query(first, \"cat /var/lib/rancher/k3s/server/token\").stdout.trim());\nssh::write(h, \"/etc/rancher/k3s/token\", token, 0o600);\n```",
+        move |text: &str| -> Secret {
+            let text = text.trim_end_matches(['\n', '\r']);
             h.ssh().add_secret(text);
-            text.to_string()
+            Secret::new(text)
         },
     );
     let h = host.clone();
@@ -226,29 +233,86 @@ fn register_hosts(m: &mut Module, host: &Arc<Host>) {
     );
 }
 
-/// `run` (`change`) and `query`: options, the dry-run rule, the result map.
+/// `run` (a change, through the change log) and `query` (a read): options, the result map.
 fn command(host: &Host, target: &str, cmd: &str, options: &Map, change: bool) -> RhaiResult<Map> {
     let opts = CommandOpts::parse(options)?;
-    let input = opts.input.as_deref();
+    let input = opts.input.as_ref().map(Input::bytes);
     let pool = host.ssh();
-    if change && host.options.dry_run {
-        let mut line = format!("run {}", mask_input(&shown_command(pool, cmd, opts.sudo), input));
-        if let Some(i) = input {
-            line.push_str(&format!(" (with {} bytes on stdin)", i.len()));
-        }
-        dry_run_note(host, target, &line, true)?;
-        return Ok(result_map(Output { code: 0, stdout: String::new(), stderr: String::new() }, true));
+    if let Some(Input::Secret(secret)) = &opts.input {
+        pool.add_secret(secret.expose());
     }
-    let run =
-        CommandOptions { sudo: opts.sudo, input: input.map(str::as_bytes), check: opts.check, timeout: opts.timeout };
-    let out = pool.run_with(target, cmd, &run).map_err(|e| ssh_error(&e, input))?;
-    Ok(result_map(out, false))
+    let run = CommandOptions { sudo: opts.sudo, input, check: opts.check, timeout: opts.timeout };
+    if !change {
+        let out = pool.run_with(target, cmd, &run).map_err(|e| ssh_error(&e))?;
+        return Ok(result_map(out, false));
+    }
+    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
+    let described = Change::Command(RemoteCommand {
+        host: shown,
+        command: cmd.to_string(),
+        sudo: opts.sudo && pool.uses_sudo(),
+        stdin_len: input.map(<[u8]>::len),
+    });
+    match host.changes.apply(None, described, |_| pool.run_with(target, cmd, &run)).map_err(|e| ssh_error(&e))? {
+        Applied::Planned => Ok(result_map(Output { code: 0, stdout: String::new(), stderr: String::new() }, true)),
+        Applied::Made(out) => Ok(result_map(out, false)),
+    }
+}
+
+/// A remote file write through the change log; false when the file is already as wanted.
+fn write_remote(host: &Host, target: &str, remote: &str, bytes: &[u8], mode: INT) -> RhaiResult<bool> {
+    let mode = file_mode(mode, remote)?;
+    let pool = host.ssh();
+    // A read, also under --dry-run: a file the host already has is no change.
+    if !pool.write_changes(target, remote, bytes, mode).map_err(|e| ssh_error(&e))? {
+        return Ok(false);
+    }
+    let change = remote_file(pool, target, remote, mode, bytes, None)?;
+    let applied =
+        host.changes.apply(None, change, |_| pool.write(target, remote, bytes, mode)).map_err(|e| ssh_error(&e))?;
+    Ok(matches!(applied, Applied::Planned | Applied::Made(true)))
+}
+
+/// A command's stdin: text, or a `Secret` (e.g. the K3s token) that is sent and never shown.
+enum Input {
+    Text(String),
+    Secret(Secret),
+}
+
+impl Input {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Input::Text(t) => t.as_bytes(),
+            Input::Secret(s) => s.expose().as_bytes(),
+        }
+    }
+}
+
+/// The change a remote file write makes (content hashed, never shown).
+fn remote_file(
+    pool: &SshPool,
+    target: &str,
+    remote: &str,
+    mode: u32,
+    bytes: &[u8],
+    source: Option<std::path::PathBuf>,
+) -> RhaiResult<Change> {
+    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
+    Ok(Change::RemoteFile(RemoteFile {
+        host: shown,
+        path: remote.to_string(),
+        mode,
+        owner: None,
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        source,
+    }))
 }
 
 /// The options map of `run` and `query`; unknown keys are errors, not silently ignored.
 struct CommandOpts {
     sudo: bool,
-    input: Option<String>,
+    input: Option<Input>,
     check: bool,
     timeout: Option<Duration>,
 }
@@ -263,7 +327,12 @@ impl CommandOpts {
             match key.as_str() {
                 "sudo" => opts.sudo = value.as_bool().map_err(|_| bad(key, "true or false"))?,
                 "check" => opts.check = value.as_bool().map_err(|_| bad(key, "true or false"))?,
-                "input" => opts.input = Some(value.clone().into_string().map_err(|_| bad(key, "a string"))?),
+                "input" => {
+                    opts.input = Some(match value.clone().try_cast::<Secret>() {
+                        Some(secret) => Input::Secret(secret),
+                        None => Input::Text(value.clone().into_string().map_err(|_| bad(key, "a string or a Secret"))?),
+                    })
+                }
                 "timeout" => {
                     let secs = value
                         .as_int()
@@ -296,30 +365,6 @@ fn result_map(out: Output, dry_run: bool) -> Map {
     m
 }
 
-/// The dry-run line for a change on `target`: `would ...`, or that nothing needs doing.
-fn dry_run_note(host: &Host, target: &str, what: &str, changes: bool) -> RhaiResult<()> {
-    let pool = host.ssh();
-    let shown = pool.target(target).map_err(|e| ssh_error(&e, None))?.display();
-    let what = pool.mask(what);
-    let line = if changes { format!("would {what}") } else { format!("no need to {what}: already up to date") };
-    host.log(Level::Info, &format!("dry-run: on {shown}: {line}"));
-    Ok(())
-}
-
-/// The command as the user would see it run, registered secrets masked.
-fn shown_command(pool: &SshPool, cmd: &str, sudo: bool) -> String {
-    let cmd = pool.mask(cmd);
-    if sudo && pool.uses_sudo() { format!("sudo -n {cmd}") } else { cmd }
-}
-
-/// Hides a command's stdin in text shown to the user.
-fn mask_input(text: &str, input: Option<&str>) -> String {
-    match input.map(str::trim).filter(|i| i.len() >= MIN_MASKED_INPUT) {
-        Some(i) => text.replace(i, "***"),
-        None => text.to_string(),
-    }
-}
-
 /// Permission bits as given in a script. The sticky bit means nothing on a file, and it is
 /// what a decimal `644` (= 0o1204) sets: refused, asking for octal.
 fn file_mode(mode: INT, remote: &str) -> RhaiResult<u32> {
@@ -338,7 +383,7 @@ fn trust_vm(host: &Host, vm: &Map, target: &str) -> RhaiResult<String> {
     let text =
         host.pve().and_then(|c| c.agent_file_read(&node, vmid, HOST_KEY_FILE)).map_err(pve_error(Some(&label)))?;
     let pool = host.ssh();
-    let shown = pool.target(target).map_err(|e| ssh_error(&e, None))?.display();
+    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
     let key = PublicKey::parse_openssh(text.trim()).map_err(|reason| {
         script_error(
             "invalid_key",
@@ -348,28 +393,28 @@ fn trust_vm(host: &Host, vm: &Map, target: &str) -> RhaiResult<String> {
             Some(&shown),
         )
     })?;
-    pool.pin_host_key(target, text.trim()).map_err(|e| ssh_error(&e, None))?;
+    pool.pin_host_key(target, text.trim()).map_err(|e| ssh_error(&e))?;
     let fingerprint = key.fingerprint();
     host.log(Level::Info, &format!("{shown}: trusting {} {fingerprint}, read from VM {label}", key.key_type));
     Ok(fingerprint)
 }
 
-/// An SSH failure as a catchable script error; a failed command also carries
-/// `host`, `command`, `code` and `stderr` (its last lines), secrets masked.
+/// An SSH failure as a catchable script error; a failed command also carries `host`,
+/// `command`, `code` and `stderr` (its last lines). The pool masks registered secrets (a
+/// `Secret` sent on stdin is registered) in what a remote host printed.
 /// Ctrl-C ends the whole script, as it does between statements.
-fn ssh_error(e: &SshError, input: Option<&str>) -> Box<EvalAltResult> {
+fn ssh_error(e: &SshError) -> Box<EvalAltResult> {
     if let SshError::Cancelled { .. } = e {
         return EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into();
     }
-    let mut err = script_error(e.kind(), mask_input(&e.to_string(), input), e.host());
-    if let SshError::Command { host, command, code, stderr_tail } = e
-        && let EvalAltResult::ErrorRuntime(value, _) = err.as_mut()
-        && let Some(mut map) = value.write_lock::<Map>()
-    {
-        map.insert("host".into(), host.clone().into());
-        map.insert("command".into(), mask_input(command, input).into());
-        map.insert("code".into(), (*code as INT).into());
-        map.insert("stderr".into(), mask_input(stderr_tail, input).into());
+    let mut err = script_error(e.kind(), e.to_string(), e.host());
+    if let SshError::Command { host, command, code, stderr_tail } = e {
+        with_fields(&mut err, |map| {
+            map.insert("host".into(), host.clone().into());
+            map.insert("command".into(), command.clone().into());
+            map.insert("code".into(), (*code as INT).into());
+            map.insert("stderr".into(), stderr_tail.clone().into());
+        });
     }
     err
 }
@@ -416,12 +461,5 @@ mod tests {
         ] {
             assert!(CommandOpts::parse(&map(std::slice::from_ref(&bad))).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn stdin_is_masked_unless_too_short_to_be_a_secret() {
-        assert_eq!(mask_input("echo s3cret-token", Some("s3cret-token\n")), "echo ***");
-        assert_eq!(mask_input("exit code 1", Some("1")), "exit code 1");
-        assert_eq!(mask_input("x", None), "x");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use k3sx::pve::{PveClient, PveError, TaskOutcome, TaskState, Upid};
+use k3sx::pve::{PveClient, PveError, TaskOutcome, TaskState, Upid, WriteRequest};
 use serde_json::{Value, json};
 
 use super::{TOKEN_ID, TOKEN_SECRET, api_calls, token_settings};
@@ -30,6 +30,22 @@ fn wait(client: &PveClient, upid: &Upid) -> TaskOutcome {
     client.wait_task(upid, Duration::from_secs(30), &never, &mut |_| {}).unwrap()
 }
 
+/// A config write as the adapter sends it: built (a refused argument is `invalid`), then sent.
+fn set_config(
+    client: &PveClient,
+    node: &str,
+    vmid: u32,
+    changes: &[(String, Option<String>)],
+    digest: Option<&str>,
+) -> Result<(), PveError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let request = WriteRequest::set_config(node, vmid, changes, digest)
+        .map_err(|message| PveError::Invalid { host: client.address().to_string(), message })?;
+    client.send_write(&request).map(|_| ())
+}
+
 fn status(client: &PveClient, node: &str, vmid: u32) -> String {
     client.vm_status(node, vmid).unwrap().status
 }
@@ -50,7 +66,7 @@ fn start_reboot_shutdown_stop_round_trip_with_wait_task() {
     let Some((pve, client)) = lab(vm, json!({"time_scale": 0.05})) else {
         return;
     };
-    let upid = client.start("pve1", 101).unwrap();
+    let upid = client.send_task(&WriteRequest::start("pve1", 101).unwrap()).unwrap();
     assert_eq!((upid.node(), upid.task_type(), upid.vmid()), ("pve1", "qmstart", Some(101)));
     let mut seen: Vec<TaskState> = Vec::new();
     let outcome = client.wait_task(&upid, Duration::from_secs(30), &never, &mut |s| seen.push(s.clone())).unwrap();
@@ -60,7 +76,7 @@ fn start_reboot_shutdown_stop_round_trip_with_wait_task() {
     assert!(!seen.last().unwrap().running());
     assert_eq!(status(&client, "pve1", 101), "running");
 
-    let upid = client.reboot("pve1", 101, Some(30)).unwrap();
+    let upid = client.send_task(&WriteRequest::reboot("pve1", 101, Some(30)).unwrap()).unwrap();
     assert_eq!(upid.task_type(), "qmreboot");
     assert!(wait(&client, &upid).ok);
     // As on PVE, the reboot task ends with the guest down; a separate start brings it back.
@@ -69,12 +85,12 @@ fn start_reboot_shutdown_stop_round_trip_with_wait_task() {
     assert_eq!(up.status, "running");
     assert!(looks >= 1);
 
-    let upid = client.shutdown("pve1", 101, Some(30), false).unwrap();
+    let upid = client.send_task(&WriteRequest::shutdown("pve1", 101, Some(30), false).unwrap()).unwrap();
     assert!(wait(&client, &upid).ok);
     assert_eq!(status(&client, "pve1", 101), "stopped");
 
-    assert!(wait(&client, &client.start("pve1", 101).unwrap()).ok);
-    let upid = client.stop("pve1", 101).unwrap();
+    assert!(wait(&client, &client.send_task(&WriteRequest::start("pve1", 101).unwrap()).unwrap()).ok);
+    let upid = client.send_task(&WriteRequest::stop("pve1", 101).unwrap()).unwrap();
     assert_eq!(upid.task_type(), "qmstop");
     assert!(wait(&client, &upid).ok);
     assert_eq!(status(&client, "pve1", 101), "stopped");
@@ -107,7 +123,9 @@ fn failing_start_task_is_not_ok_and_carries_the_log_tail() {
     let Some((_pve, client)) = lab(vm, json!({})) else {
         return;
     };
-    let upid = client.start("pve1", 101).expect("the start request itself succeeds; its task fails");
+    let upid = client
+        .send_task(&WriteRequest::start("pve1", 101).unwrap())
+        .expect("the start request itself succeeds; its task fails");
     let outcome = wait(&client, &upid);
     assert!(!outcome.ok);
     assert_eq!(outcome.exitstatus, "QEMU exited with code 1");
@@ -131,19 +149,22 @@ fn locked_vm_is_refused_with_its_lock_named_and_nothing_retried() {
     let Some((pve, client)) = lab(vms, json!({})) else {
         return;
     };
-    let err = client.shutdown("pve2", 105, Some(60), false).unwrap_err();
+    let err = client.send_task(&WriteRequest::shutdown("pve2", 105, Some(60), false).unwrap()).unwrap_err();
     assert!(matches!(&err, PveError::Locked { lock, vmid: 105, .. } if lock == "backup"), "{err}");
     assert_eq!(err.kind(), "locked");
     assert_eq!(err.vm(), Some(("pve2".to_string(), 105)));
     assert!(err.to_string().contains("VM 105 on node `pve2` is locked (backup)"), "{err}");
     assert_eq!(err.reason(), "VM locked (backup)");
-    assert_eq!(client.stop("pve2", 105).unwrap_err().kind(), "locked");
-    assert_eq!(client.reboot("pve2", 105, None).unwrap_err().kind(), "locked");
-    let err = client.set_config("pve2", 105, &set(&[("description", Some("x"))]), None).unwrap_err();
+    assert_eq!(client.send_task(&WriteRequest::stop("pve2", 105).unwrap()).unwrap_err().kind(), "locked");
+    assert_eq!(client.send_task(&WriteRequest::reboot("pve2", 105, None).unwrap()).unwrap_err().kind(), "locked");
+    let err = set_config(&client, "pve2", 105, &set(&[("description", Some("x"))]), None).unwrap_err();
     assert_eq!(err.kind(), "locked", "{err}");
-    assert_eq!(client.regenerate_cloudinit("pve2", 105).unwrap_err().kind(), "locked");
+    assert_eq!(
+        client.send_write(&WriteRequest::regenerate_cloudinit("pve2", 105).unwrap()).unwrap_err().kind(),
+        "locked"
+    );
     // PVE checks the lock of a start inside its task.
-    let outcome = wait(&client, &client.start("pve2", 106).unwrap());
+    let outcome = wait(&client, &client.send_task(&WriteRequest::start("pve2", 106).unwrap()).unwrap());
     assert_eq!((outcome.ok, outcome.exitstatus.as_str()), (false, "VM is locked (snapshot)"));
     assert_eq!(outcome.into_result().unwrap_err().kind(), "locked");
     assert_eq!(posts(&pve).len(), 6, "every write sent once: {:?}", posts(&pve));
@@ -156,16 +177,16 @@ fn held_config_lock_is_a_lock_timeout_for_writes_and_tasks() {
     let Some((pve, client)) = lab(vms, json!({})) else {
         return;
     };
-    let err = client.set_config("pve1", 101, &set(&[("description", Some("x"))]), None).unwrap_err();
+    let err = set_config(&client, "pve1", 101, &set(&[("description", Some("x"))]), None).unwrap_err();
     assert!(matches!(err, PveError::LockTimeout { vmid: 101, .. }), "{err}");
     assert!(err.to_string().contains("configuration lock is held by another task"), "{err}");
-    let outcome = wait(&client, &client.start("pve1", 101).unwrap());
+    let outcome = wait(&client, &client.send_task(&WriteRequest::start("pve1", 101).unwrap()).unwrap());
     assert!(!outcome.ok && outcome.exitstatus.contains("got timeout"), "{outcome:?}");
     assert_eq!(outcome.into_result().unwrap_err().kind(), "lock_timeout");
     // The other VM is not affected; once released, the first one works too.
-    assert!(wait(&client, &client.start("pve1", 102).unwrap()).ok);
+    assert!(wait(&client, &client.send_task(&WriteRequest::start("pve1", 102).unwrap()).unwrap()).ok);
     pve.release_config_lock(101);
-    assert!(wait(&client, &client.start("pve1", 101).unwrap()).ok);
+    assert!(wait(&client, &client.send_task(&WriteRequest::start("pve1", 101).unwrap()).unwrap()).ok);
 }
 
 #[test]
@@ -174,7 +195,7 @@ fn power_action_on_an_offline_node_is_unreachable_and_sent_once() {
     let Some((pve, client)) = lab(vms, json!({"nodes": ["pve1", {"name": "pve3", "online": false}]})) else {
         return;
     };
-    let err = client.shutdown("pve3", 301, Some(60), false).unwrap_err();
+    let err = client.send_task(&WriteRequest::shutdown("pve3", 301, Some(60), false).unwrap()).unwrap_err();
     assert_eq!(err.kind(), "unreachable", "{err}");
     assert_eq!(err.vm(), Some(("pve3".to_string(), 301)));
     assert_eq!(err.reason(), "node pve3 unreachable");
@@ -188,12 +209,12 @@ fn shutdown_of_a_stopped_vm_is_refused_by_fakepve_as_not_running() {
     let Some((_pve, client)) = lab(vms, json!({})) else {
         return;
     };
-    let err = client.shutdown("pve1", 101, None, false).unwrap_err();
+    let err = client.send_task(&WriteRequest::shutdown("pve1", 101, None, false).unwrap()).unwrap_err();
     assert_eq!(err.kind(), "not_running", "{err}");
     // Real PVE answers a task that does nothing; either way, check the status first.
-    let upid = client.start("pve1", 101).unwrap();
+    let upid = client.send_task(&WriteRequest::start("pve1", 101).unwrap()).unwrap();
     assert!(wait(&client, &upid).ok);
-    let again = wait(&client, &client.start("pve1", 101).unwrap());
+    let again = wait(&client, &client.send_task(&WriteRequest::start("pve1", 101).unwrap()).unwrap());
     assert_eq!(again.into_result().unwrap_err().kind(), "already_running");
 }
 
@@ -204,10 +225,12 @@ fn shutdown_timeout_fails_the_task_unless_force_stop() {
     let Some((pve, client)) = lab(vms, json!({})) else {
         return;
     };
-    let outcome = wait(&client, &client.shutdown("pve1", 101, Some(5), false).unwrap());
+    let outcome =
+        wait(&client, &client.send_task(&WriteRequest::shutdown("pve1", 101, Some(5), false).unwrap()).unwrap());
     assert_eq!((outcome.ok, outcome.exitstatus.as_str()), (false, "VM quit/powerdown failed - got timeout"));
     assert_eq!(status(&client, "pve1", 101), "running");
-    let outcome = wait(&client, &client.shutdown("pve1", 102, Some(5), true).unwrap());
+    let outcome =
+        wait(&client, &client.send_task(&WriteRequest::shutdown("pve1", 102, Some(5), true).unwrap()).unwrap());
     assert!(outcome.ok, "{outcome:?}");
     assert_eq!(status(&client, "pve1", 102), "stopped");
     let bodies: Vec<String> = pve.requests().into_iter().filter(|r| r.method == "POST").map(|r| r.body).collect();
@@ -235,7 +258,7 @@ fn twelve_shutdowns_of_five_seconds_from_twelve_threads_take_one_vm_time() {
             let (client, polls) = (client.clone(), polls.clone());
             std::thread::spawn(move || {
                 let node = if i % 2 == 0 { "pve1" } else { "pve2" };
-                let upid = client.shutdown(node, 201 + i, Some(60), false).unwrap();
+                let upid = client.send_task(&WriteRequest::shutdown(node, 201 + i, Some(60), false).unwrap()).unwrap();
                 let outcome = client
                     .wait_task(&upid, Duration::from_secs(30), &never, &mut |_| {
                         polls.fetch_add(1, Ordering::Relaxed);
@@ -265,7 +288,7 @@ fn wait_task_times_out_distinctly_and_can_be_cancelled() {
     let Some((pve, client)) = lab(vms, json!({"time_scale": 0.1})) else {
         return;
     };
-    let upid = client.shutdown("pve1", 101, Some(60), false).unwrap();
+    let upid = client.send_task(&WriteRequest::shutdown("pve1", 101, Some(60), false).unwrap()).unwrap();
     let started = Instant::now();
     let mut looks = 0;
     let err = client.wait_task(&upid, Duration::from_secs(1), &never, &mut |_| looks += 1).unwrap_err();
@@ -313,7 +336,7 @@ fn set_config_with_digest_keeps_values_intact_and_deletes_keys() {
         ("description", Some("a;b&c = d+e%20f")),
         ("ipconfig1", None),
     ]);
-    client.set_config("pve1", 104, &changes, Some(&digest)).unwrap();
+    set_config(&client, "pve1", 104, &changes, Some(&digest)).unwrap();
     let config = &pve.vm(104)["config"];
     assert_eq!(config["ipconfig0"], "ip=10.0.0.5/24,gw=10.0.0.1");
     assert_eq!(config["nameserver"], "1.1.1.1 8.8.8.8");
@@ -325,7 +348,7 @@ fn set_config_with_digest_keeps_values_intact_and_deletes_keys() {
     assert!(put.body.contains("&delete=ipconfig1&digest="), "{}", put.body);
 
     // The digest read before the first write is stale now: refused, nothing written.
-    let err = client.set_config("pve1", 104, &set(&[("nameserver", Some("9.9.9.9"))]), Some(&digest)).unwrap_err();
+    let err = set_config(&client, "pve1", 104, &set(&[("nameserver", Some("9.9.9.9"))]), Some(&digest)).unwrap_err();
     assert!(matches!(err, PveError::DigestMismatch { vmid: 104, .. }), "{err}");
     assert_eq!(err.kind(), "digest_mismatch");
     assert!(err.to_string().contains("VM 104 on node `pve1`"), "{err}");
@@ -333,10 +356,10 @@ fn set_config_with_digest_keeps_values_intact_and_deletes_keys() {
 
     // No change: no request at all.
     pve.clear_requests();
-    client.set_config("pve1", 104, &[], Some(&digest)).unwrap();
+    set_config(&client, "pve1", 104, &[], Some(&digest)).unwrap();
     assert!(pve.requests().is_empty());
     // A key given twice is refused before sending.
-    let err = client.set_config("pve1", 104, &set(&[("cores", Some("2")), ("cores", None)]), None).unwrap_err();
+    let err = set_config(&client, "pve1", 104, &set(&[("cores", Some("2")), ("cores", None)]), None).unwrap_err();
     assert_eq!(err.kind(), "invalid", "{err}");
     assert!(pve.requests().is_empty());
 }
@@ -350,14 +373,14 @@ fn config_changed_between_read_and_write_is_refused_once_and_the_other_change_ke
     };
     let digest = client.vm_config("pve1", 104).unwrap()["digest"].as_str().unwrap().to_string();
     let changes = set(&[("nameserver", Some("1.1.1.1"))]);
-    let err = client.set_config("pve1", 104, &changes, Some(&digest)).unwrap_err();
+    let err = set_config(&client, "pve1", 104, &changes, Some(&digest)).unwrap_err();
     assert_eq!(err.kind(), "digest_mismatch", "{err}");
     assert_eq!(api_calls(&pve).iter().filter(|c| c.starts_with("PUT")).count(), 1, "never retried blindly");
     let config = client.vm_config("pve1", 104).unwrap();
     assert_eq!(config["description"], "edited elsewhere");
     assert!(config.get("nameserver").is_none());
     // Read again, write again: accepted.
-    client.set_config("pve1", 104, &changes, config["digest"].as_str()).unwrap();
+    set_config(&client, "pve1", 104, &changes, config["digest"].as_str()).unwrap();
     assert_eq!(pve.vm(104)["config"]["nameserver"], "1.1.1.1");
 }
 
@@ -369,7 +392,8 @@ fn running_vm_change_is_read_back_pending_applied_and_cloudinit_regenerates() {
         return;
     };
     let digest = client.vm_config("pve1", 101).unwrap()["digest"].as_str().unwrap().to_string();
-    client.set_config("pve1", 101, &set(&[("ipconfig0", Some("ip=10.0.0.5/24,gw=10.0.0.1"))]), Some(&digest)).unwrap();
+    set_config(&client, "pve1", 101, &set(&[("ipconfig0", Some("ip=10.0.0.5/24,gw=10.0.0.1"))]), Some(&digest))
+        .unwrap();
     let state = pve.vm(101);
     assert_eq!(state["pending"]["ipconfig0"], "ip=10.0.0.5/24,gw=10.0.0.1", "running: pending in fakepve");
     assert_eq!(client.vm_config("pve1", 101).unwrap()["ipconfig0"], "ip=10.0.0.5/24,gw=10.0.0.1", "read back applied");
@@ -377,7 +401,7 @@ fn running_vm_change_is_read_back_pending_applied_and_cloudinit_regenerates() {
     let pending = client.get("/nodes/pve1/qemu/101/cloudinit", &[]).unwrap();
     assert!(pending.as_array().unwrap().iter().any(|i| i["key"] == "ipconfig0" && i.get("pending").is_some()));
 
-    client.regenerate_cloudinit("pve1", 101).unwrap();
+    client.send_write(&WriteRequest::regenerate_cloudinit("pve1", 101).unwrap()).unwrap();
     let state = pve.vm(101);
     assert_eq!(state["cloudinit_regenerated"], 1);
     assert_eq!(state["cloudinit"]["ipconfig0"], "ip=10.0.0.5/24,gw=10.0.0.1");
@@ -386,7 +410,7 @@ fn running_vm_change_is_read_back_pending_applied_and_cloudinit_regenerates() {
     assert_eq!(api_calls(&pve).iter().filter(|c| c.as_str() == "PUT /nodes/pve1/qemu/101/cloudinit").count(), 1);
 
     // A reboot applies the pending value and rebuilds the drive too.
-    assert!(wait(&client, &client.reboot("pve1", 101, None).unwrap()).ok);
+    assert!(wait(&client, &client.send_task(&WriteRequest::reboot("pve1", 101, None).unwrap()).unwrap()).ok);
     let state = pve.vm(101);
     assert_eq!(state["config"]["ipconfig0"], "ip=10.0.0.5/24,gw=10.0.0.1");
     assert_eq!(state["cloudinit_regenerated"], 2);
@@ -399,9 +423,9 @@ fn backup_lock_ends_with_the_backup() {
     let Some((_pve, client)) = lab(vms, json!({"time_scale": 0.25})) else {
         return;
     };
-    let err = client.shutdown("pve1", 101, None, false).unwrap_err();
+    let err = client.send_task(&WriteRequest::shutdown("pve1", 101, None, false).unwrap()).unwrap_err();
     assert!(matches!(&err, PveError::Locked { lock, .. } if lock == "backup"), "{err}");
     std::thread::sleep(Duration::from_millis(1300));
-    let upid = client.shutdown("pve1", 101, None, false).unwrap();
+    let upid = client.send_task(&WriteRequest::shutdown("pve1", 101, None, false).unwrap()).unwrap();
     assert!(wait(&client, &upid).ok);
 }
