@@ -3,6 +3,7 @@
 //! user's kubeconfig. Plain Rust; `src/script/api/k3s.rs` adapts it to Rhai.
 
 pub mod install;
+pub mod kubeconfig;
 pub mod net;
 pub mod nodes;
 pub mod release;
@@ -10,6 +11,7 @@ pub mod token;
 pub mod version;
 
 pub use install::{InstallError, InstallSource, InstallSpec, NodeRole, uninstall_command};
+pub use kubeconfig::KubeconfigError;
 pub use net::{RouteDevice, RouteError, default_interface_from_route_json};
 pub use nodes::{NodeState, NodesError, parse_nodes};
 pub use release::{GithubRelease, ReleaseError};
