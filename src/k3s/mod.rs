@@ -4,6 +4,7 @@
 
 pub mod install;
 pub mod kubeconfig;
+pub mod manifests;
 pub mod net;
 pub mod nodes;
 pub mod release;
@@ -12,6 +13,7 @@ pub mod version;
 
 pub use install::{InstallError, InstallSource, InstallSpec, NodeRole, uninstall_command};
 pub use kubeconfig::KubeconfigError;
+pub use manifests::ManifestError;
 pub use net::{RouteDevice, RouteError, default_interface_from_route_json};
 pub use nodes::{NodeState, NodesError, parse_nodes};
 pub use release::{GithubRelease, ReleaseError};
