@@ -1,4 +1,4 @@
-//! Address arithmetic: IPv4/IPv6 prefixes (CIDR) and inclusive IPv4 ranges.
+//! Address arithmetic: IPv4/IPv6 prefixes (CIDR, one generic type) and inclusive IPv4 ranges.
 //!
 //! Hand-written on `std::net` because k3sx needs only a handful of
 //! operations and wants its own error wording.
@@ -24,7 +24,7 @@ impl ParseError {
 
 /// Parses a prefix length: decimal digits only (no sign, no spaces), at most `max`.
 fn parse_prefix(text: &str, whole: &str, max: u8) -> Result<u8, ParseError> {
-    let bad = || ParseError::new(whole, format!("invalid prefix length (expected 0-{max})"));
+    let bad = || ParseError::new(whole, prefix_range(max));
     if text.is_empty() || text.len() > 3 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -34,6 +34,10 @@ fn parse_prefix(text: &str, whole: &str, max: u8) -> Result<u8, ParseError> {
     }
 }
 
+fn prefix_range(max: u8) -> String {
+    format!("invalid prefix length (expected 0-{max})")
+}
+
 /// Splits `addr/prefix`; a missing `/prefix` is an error, never a silent /32.
 fn split_cidr<'a>(text: &'a str, example: &str) -> Result<(&'a str, &'a str), ParseError> {
     text.split_once('/').ok_or_else(|| {
@@ -41,36 +45,64 @@ fn split_cidr<'a>(text: &'a str, example: &str) -> Result<(&'a str, &'a str), Pa
     })
 }
 
-/// An IPv4 interface address with its prefix length, e.g. `10.10.0.5/24`.
+/// An address family a [`Cidr`] can hold: [`Ipv4Addr`] or [`Ipv6Addr`]. What differs between
+/// the two is only here; parsing, checking and formatting are [`Cidr`]'s, once.
+pub trait IpFamily: Copy + Eq + std::hash::Hash + fmt::Debug + fmt::Display + FromStr {
+    /// Address width, which is also the longest prefix.
+    const BITS: u8;
+    /// A CIDR of this family, for error messages.
+    const EXAMPLE: &'static str;
+}
+
+impl IpFamily for Ipv4Addr {
+    const BITS: u8 = 32;
+    const EXAMPLE: &'static str = "10.10.0.5/24";
+}
+
+impl IpFamily for Ipv6Addr {
+    const BITS: u8 = 128;
+    const EXAMPLE: &'static str = "2001:db8::5/64";
+}
+
+/// An interface address with its prefix length, e.g. `10.10.0.5/24` or `2001:db8::5/64`.
 ///
-/// Host bits are kept: `10.10.0.5/24` is an address on a network, as in
-/// PVE's `ip=`; [`Ipv4Cidr::network`] gives the network itself. The prefix
-/// is always 0-32 (fields are private to keep that true).
+/// Host bits are kept: `10.10.0.5/24` is an address on a network, as in PVE's `ip=`;
+/// [`Ipv4Cidr::network`] gives the network itself. The prefix is always within the family's
+/// width (fields are private to keep that true). Equality compares the parsed address, so
+/// `2001:db8:0::5/64` equals `2001:db8::5/64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    addr: Ipv4Addr,
+pub struct Cidr<A> {
+    addr: A,
     prefix: u8,
 }
 
-impl Ipv4Cidr {
-    /// Builds a CIDR; fails when `prefix` is above 32.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, ParseError> {
-        if prefix > 32 {
-            return Err(ParseError::new(format!("{addr}/{prefix}"), "invalid prefix length (expected 0-32)"));
+/// An IPv4 interface address with its prefix length, e.g. `10.10.0.5/24`.
+pub type Ipv4Cidr = Cidr<Ipv4Addr>;
+
+/// An IPv6 interface address with its prefix length, e.g. `2001:db8::5/64`.
+pub type Ipv6Cidr = Cidr<Ipv6Addr>;
+
+impl<A: IpFamily> Cidr<A> {
+    /// Builds a CIDR; fails when `prefix` is longer than the address (32 or 128).
+    pub fn new(addr: A, prefix: u8) -> Result<Self, ParseError> {
+        if prefix > A::BITS {
+            return Err(ParseError::new(format!("{addr}/{prefix}"), prefix_range(A::BITS)));
         }
-        Ok(Ipv4Cidr { addr, prefix })
+        Ok(Cidr { addr, prefix })
     }
 
     /// The address as written (host bits included).
-    pub fn addr(&self) -> Ipv4Addr {
+    pub fn addr(&self) -> A {
         self.addr
     }
 
-    /// The prefix length, 0-32.
+    /// The prefix length, 0-32 or 0-128.
     pub fn prefix(&self) -> u8 {
         self.prefix
     }
+}
 
+impl Ipv4Cidr {
     /// The netmask, e.g. `255.255.255.0` for /24.
     pub fn netmask(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.mask())
@@ -113,68 +145,23 @@ impl Ipv4Cidr {
     }
 }
 
-impl fmt::Display for Ipv4Cidr {
+impl<A: IpFamily> fmt::Display for Cidr<A> {
+    /// IPv6 in canonical (compressed) form, which may differ from how it was written.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
-impl FromStr for Ipv4Cidr {
+impl<A: IpFamily> FromStr for Cidr<A> {
     type Err = ParseError;
 
-    /// Parses `10.10.0.5/24`. A bare address without `/prefix` is rejected:
-    /// guessing /32 or /24 would silently give a VM the wrong network.
+    /// Parses `10.10.0.5/24` or `2001:db8::5/64`. A bare address without `/prefix` is
+    /// rejected: guessing /32 or /24 would silently give a VM the wrong network.
     fn from_str(text: &str) -> Result<Self, ParseError> {
-        let (addr, prefix) = split_cidr(text, "10.10.0.5/24")?;
-        let addr = addr.parse::<Ipv4Addr>().map_err(|_| ParseError::new(text, "invalid address"))?;
-        let prefix = parse_prefix(prefix, text, 32)?;
-        Ok(Ipv4Cidr { addr, prefix })
-    }
-}
-
-/// An IPv6 interface address with its prefix length, e.g. `2001:db8::5/64`.
-/// Equality compares the parsed address, so `2001:db8:0::5/64` equals `2001:db8::5/64`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv6Cidr {
-    addr: Ipv6Addr,
-    prefix: u8,
-}
-
-impl Ipv6Cidr {
-    /// Builds a CIDR; fails when `prefix` is above 128.
-    pub fn new(addr: Ipv6Addr, prefix: u8) -> Result<Self, ParseError> {
-        if prefix > 128 {
-            return Err(ParseError::new(format!("{addr}/{prefix}"), "invalid prefix length (expected 0-128)"));
-        }
-        Ok(Ipv6Cidr { addr, prefix })
-    }
-
-    /// The address as written (host bits included).
-    pub fn addr(&self) -> Ipv6Addr {
-        self.addr
-    }
-
-    /// The prefix length, 0-128.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-}
-
-impl fmt::Display for Ipv6Cidr {
-    /// Canonical (compressed) form, which may differ from how it was written.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Ipv6Cidr {
-    type Err = ParseError;
-
-    fn from_str(text: &str) -> Result<Self, ParseError> {
-        let (addr, prefix) = split_cidr(text, "2001:db8::5/64")?;
-        let addr = addr.parse::<Ipv6Addr>().map_err(|_| ParseError::new(text, "invalid address"))?;
-        let prefix = parse_prefix(prefix, text, 128)?;
-        Ok(Ipv6Cidr { addr, prefix })
+        let (addr, prefix) = split_cidr(text, A::EXAMPLE)?;
+        let addr = addr.parse::<A>().map_err(|_| ParseError::new(text, "invalid address"))?;
+        let prefix = parse_prefix(prefix, text, A::BITS)?;
+        Ok(Cidr { addr, prefix })
     }
 }
 
@@ -406,6 +393,25 @@ mod tests {
         assert!("::/0".parse::<Ipv6Cidr>().is_ok());
         assert!("::1/128".parse::<Ipv6Cidr>().is_ok());
         assert!(Ipv6Cidr::new(Ipv6Addr::LOCALHOST, 129).is_err());
+    }
+
+    /// One generic check: both families get the same parsing, limits and wording.
+    fn check_family<A: IpFamily>(addr: &str, bad_addr: &str) {
+        let max = A::BITS;
+        let c: Cidr<A> = format!("{addr}/{max}").parse().unwrap();
+        assert_eq!((c.prefix(), c.to_string()), (max, format!("{addr}/{max}")));
+        assert_eq!(Cidr::new(c.addr(), max).unwrap(), c);
+        let e = Cidr::new(c.addr(), max + 1).unwrap_err();
+        assert_eq!(e.to_string(), format!("{addr}/{}: invalid prefix length (expected 0-{max})", max + 1));
+        assert_eq!(format!("{bad_addr}/8").parse::<Cidr<A>>().unwrap_err().reason, "invalid address");
+        let bare = addr.parse::<Cidr<A>>().unwrap_err().reason;
+        assert_eq!(bare, format!("missing prefix length (expected address/prefix, e.g. {})", A::EXAMPLE));
+    }
+
+    #[test]
+    fn both_families_share_parsing_limits_and_wording() {
+        check_family::<Ipv4Addr>("10.0.0.1", "10.0.0.300");
+        check_family::<Ipv6Addr>("2001:db8::1", "2001:db8::g");
     }
 
     #[test]

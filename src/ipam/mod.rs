@@ -8,7 +8,7 @@
 //! plan is computed in full, deterministically, before anything is written.
 //!
 //! - [`ipconfig`] parses and formats PVE `ipconfigN`, and compares them by meaning, not as strings.
-//! - [`cidr`] has [`Ipv4Cidr`], [`Ipv6Cidr`], [`Ipv4Range`] and config validation helpers.
+//! - [`cidr`] has [`Cidr`] ([`Ipv4Cidr`], [`Ipv6Cidr`]), [`Ipv4Range`] and config validation helpers.
 //! - [`alloc`] has [`allocate_sticky`], the planner.
 //!
 //! The address types (de)serialize as the strings users write.
@@ -19,5 +19,5 @@ pub mod ipconfig;
 mod text_serde;
 
 pub use alloc::{AllocAction, AllocError, AllocPool, AllocRequest, Allocation, allocate_sticky};
-pub use cidr::{Ipv4Cidr, Ipv4Range, Ipv6Cidr, ParseError, range_within_cidr, ranges_overlap};
+pub use cidr::{Cidr, IpFamily, Ipv4Cidr, Ipv4Range, Ipv6Cidr, ParseError, range_within_cidr, ranges_overlap};
 pub use ipconfig::{IpConfig, Ipv4Setting, Ipv6Setting, same_meaning};
