@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use rhai::{Dynamic, Map};
 use serde::Serialize;
 
@@ -20,7 +20,9 @@ use crate::ui::{out, render_table};
 
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let matches = offered_commands(&cwd).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing(cli.verbose, crate::ui::Ui::new(cli.quiet, cli.no_color, cli.json));
     // In the REPL a second Ctrl-C must not end the session: only the evaluation.
     let cancel = install_ctrlc(!matches!(cli.command, Command::Repl));
@@ -36,6 +38,37 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     std::process::ExitCode::from(code as u8)
+}
+
+/// The workflow shortcuts whose script can be found (built in, `./scripts/`, the user's
+/// scripts): only those are offered in `--help` and completions. The others still parse, and
+/// answer that there is no such script and how to add one.
+pub const WORKFLOWS: [&str; 14] = [
+    "discover",
+    "start",
+    "stop",
+    "restart",
+    "configure-ips",
+    "provision",
+    "kubeconfig",
+    "check-version",
+    "upgrade",
+    "remove-node",
+    "teardown",
+    "doctor",
+    "snapshot",
+    "rollback",
+];
+
+/// The command line with the workflows that have no script hidden.
+pub fn offered_commands(cwd: &Path) -> clap::Command {
+    let mut cmd = Cli::command();
+    for name in WORKFLOWS {
+        if cmd.find_subcommand(name).is_some() && resolver::find_script(name, cwd).is_err() {
+            cmd = cmd.mut_subcommand(name, |c| c.hide(true));
+        }
+    }
+    cmd
 }
 
 /// `tracing` is the one logging stack: our own diagnostics and those of reqwest/rustls go
@@ -122,7 +155,12 @@ fn dispatch(cli: Cli, cancel: Arc<AtomicBool>) -> Result<()> {
         }
         Command::Config { action: ConfigCommand::Show } => return config_show(&load_config(&cli, &cwd)?, cli.json),
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "k3sx", &mut std::io::stdout());
+            // Completion generators list hidden subcommands too: leave those out altogether.
+            let full = offered_commands(&cwd);
+            let mut offered = clap::Command::new("k3sx")
+                .args(full.get_arguments().cloned())
+                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+            clap_complete::generate(*shell, &mut offered, "k3sx", &mut std::io::stdout());
             return Ok(());
         }
     };

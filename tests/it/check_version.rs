@@ -84,7 +84,7 @@ fn update_under_dry_run_changes_nothing() {
     let srv = server("v1.33.4+k3s1");
     let original = config(&srv, "v1.32.4+k3s1");
     let t = Test::new().file("k3sx.json", &original).args(&["--dry-run", "check-version", "--update", "--yes"]);
-    t.run().status(0).stderr_has("would set k3s.version");
+    t.run().status(0).stderr_has("set k3s.version = \"v1.33.4+k3s1\"");
     assert_eq!(t.read("k3sx.json"), original);
 }
 

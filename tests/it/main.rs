@@ -4,12 +4,14 @@
 #[path = "../lab/mod.rs"]
 mod lab;
 
+mod changes;
 mod check_version;
 mod cli;
 mod config;
 mod configure_ips;
 mod discover;
 mod docs;
+mod lab_skips;
 mod output;
 mod power;
 mod pve_client;

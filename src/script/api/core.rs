@@ -212,15 +212,18 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
     register(
         m,
         "save_config",
-        &["key: &str", "value: Dynamic", "()"],
+        &["key: &str", "value: Dynamic", "bool"],
         "Sets `section.key` in the config file in use (else `./k3sx.json`), changing only that value's\n\
-         text and keeping every other key, its order and formatting; written atomically.\n\
-         A change: printed and not made under `--dry-run`.\n\n```rhai\nsave_config(\"k3s.version\", \"v1.33.4+k3s1\");\n```",
+         text and keeping every other key, its order and formatting; written atomically. The whole\n\
+         new file is checked as the loader checks it first (unknown keys, types): on error nothing\n\
+         is written. True when written; false when the file already held the value or the write\n\
+         was only planned (`--dry-run`, where it is printed and not made).\n\n\
+         ```rhai\nif save_config(\"k3s.version\", \"v1.33.4+k3s1\") { ok(\"saved\"); }\n```",
         move |key: &str, value: Dynamic| save_config(&h, key, value),
     );
 }
 
-fn save_config(host: &Host, key: &str, value: Dynamic) -> RhaiResult<()> {
+fn save_config(host: &Host, key: &str, value: Dynamic) -> RhaiResult<bool> {
     let Some((section, name)) = key.split_once('.') else {
         return Err(script_error("argument", format!("`{key}`: expected section.key, e.g. k3s.version"), Some(key)));
     };
@@ -230,21 +233,29 @@ fn save_config(host: &Host, key: &str, value: Dynamic) -> RhaiResult<()> {
     // Checked against the schema before anything is written (a read, also under --dry-run).
     let edit = crate::config::plan_value_in_file(&path, section, name, &json)
         .map_err(|e| script_error("config", e.to_string(), Some(key)))?;
-    write_local(host, &edit.path, edit.text.as_bytes(), edit.mode, Some(format!("set {key} = {json}"))).map(drop)
+    let written = write_local(host, &edit.path, edit.text.as_bytes(), edit.mode, Some(format!("set {key} = {json}")))?;
+    Ok(written == Some(true))
 }
 
 /// A local file write through the change log: checked and compared first (a read, also under
-/// `--dry-run`), so a file that already holds `bytes` with `mode` is no change. True when
-/// written (or, under `--dry-run`, when it would be).
-pub fn write_local(host: &Host, path: &Path, bytes: &[u8], mode: u32, what: Option<String>) -> RhaiResult<bool> {
+/// `--dry-run`), so a file that already holds `bytes` with `mode` is no change (`None`).
+/// `Some(true)` when written, `Some(false)` when only planned (`--dry-run`).
+pub fn write_local(
+    host: &Host,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    what: Option<String>,
+) -> RhaiResult<Option<bool>> {
     let item = path.display().to_string();
     let fs_error = |e: crate::fsutil::FsError| script_error(e.kind(), e.to_string(), Some(&item));
     if !crate::fsutil::plan_write(path, bytes, mode).map_err(fs_error)?.changed() {
-        return Ok(false);
+        return Ok(None);
     }
     let change = Change::LocalFile(LocalFile { path: path.to_path_buf(), mode, size: bytes.len() as u64, what });
-    host.changes.apply(None, change, |_| crate::fsutil::write_atomic(path, bytes, mode)).map_err(fs_error)?;
-    Ok(true)
+    let applied =
+        host.changes.apply(None, change, |_| crate::fsutil::write_atomic(path, bytes, mode)).map_err(fs_error)?;
+    Ok(Some(matches!(applied, crate::change::Applied::Made(_))))
 }
 
 fn expand(path: &str) -> PathBuf {
