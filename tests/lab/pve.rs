@@ -3,7 +3,7 @@
 //!
 //! ```ignore
 //! let Some(pve) = FakePve::start(json!({"vms": [{"vmid": 101, "name": "a", "tags": "k3s-server"}]})) else {
-//!     return; // no Python with fakepve here, and not in CI
+//!     return; // no fakepve here, and K3SX_SKIP_LAB=1 (else the test fails)
 //! };
 //! ```
 //! The scenario keys are documented at the top of `fakepve_lab.py`. The process is killed on drop.
@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+// Here rather than in `mod.rs`: the benches include this file alone.
+#[path = "skip.rs"]
+pub mod skip;
 
 /// The login fakepve accepts unless the scenario says otherwise.
 pub const USER: &str = "root@pam";
@@ -62,20 +66,15 @@ pub struct FakePve {
 }
 
 /// The Python that has fakepve: `$K3SX_TEST_PYTHON`, else `<repo>/.venv/bin/python3`.
-/// `None` when it does not exist — then a test is skipped, except under `CI=true`, where it panics.
-pub fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("K3SX_TEST_PYTHON")
+pub fn python_path() -> PathBuf {
+    std::env::var_os("K3SX_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"));
-    if path.exists() {
-        return Some(path);
-    }
-    let why = format!("no Python for fakepve at {} (set K3SX_TEST_PYTHON or create .venv)", path.display());
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    None
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"))
+}
+
+/// [`python_path`] when it exists (the benches skip their lab sections on `None`).
+pub fn python() -> Option<PathBuf> {
+    Some(python_path()).filter(|p| p.exists())
 }
 
 /// A loopback address of its own for each lab in this process (the port is picked by the system).
@@ -88,9 +87,18 @@ fn next_host() -> String {
 
 impl FakePve {
     /// Starts fakepve with `scenario` (a JSON object; `dir` and `host` are filled in) and waits
-    /// until it answers. `None` (test skipped) when no Python is available; panics on any other failure.
+    /// until it answers. Without the fakepve venv the test fails naming the install command;
+    /// `None` (the test returns early, counted as skipped) only under `K3SX_SKIP_LAB=1`, see
+    /// [`skip`]. Panics on any other failure.
     pub fn start(scenario: Value) -> Option<FakePve> {
-        let python = python()?;
+        let Some(python) = python() else {
+            skip::unavailable(
+                "fakepve lab",
+                &format!("no Python with fakepve at {}", python_path().display()),
+                &format!("install it with `{}` (or point K3SX_TEST_PYTHON at a Python that has it)", skip::INSTALL),
+            );
+            return None;
+        };
         let dir = tempfile::Builder::new().prefix("k3sx-fakepve-").tempdir().expect("temp dir");
         let mut scenario = match scenario {
             Value::Object(map) => map,

@@ -18,7 +18,8 @@
 //!
 //! Needs root, `sshd`, `unshare`, `ssh-keygen`, `ssh-agent`, `sudo` (CI installs
 //! `sudo openssh-server openssh-client`). When they are missing [`SshLab::start`]
-//! returns `None` after printing `skipped: ...`, or panics when `CI=true`.
+//! fails the test naming `bash tests/setup`; under `K3SX_SKIP_LAB=1` it returns `None`
+//! and the skip is counted (see `pve::skip`).
 //! Side effects kept on the machine: the two users, `/etc/sudoers.d/k3sx-lab`,
 //! and empty mount-point directories for the private paths that did not exist.
 
@@ -194,14 +195,12 @@ static NEXT_ADDRESS: AtomicU32 = AtomicU32::new(0);
 static MACHINE_SETUP: OnceLock<Result<(), String>> = OnceLock::new();
 
 impl SshLab {
-    /// Starts `n` hosts (`k3sx-lab-1` ... `k3sx-lab-n`). `None` (after printing
-    /// `skipped: ...`) when the machine cannot run the lab; panics then under `CI=true`.
+    /// Starts `n` hosts (`k3sx-lab-1` ... `k3sx-lab-n`). When the machine cannot run the
+    /// lab the test fails, or, under `K3SX_SKIP_LAB=1`, this is `None` (a counted skip).
     pub fn start(n: usize) -> Option<SshLab> {
         if let Some(why) = missing_prerequisite() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("the sshd lab cannot run: {why}");
-            }
-            eprintln!("skipped: the sshd lab cannot run: {why}");
+            let fix = format!("run the tests as root; `{}` installs the packages", super::pve::skip::INSTALL);
+            super::pve::skip::unavailable("sshd lab", &why, &fix);
             return None;
         }
         if let Err(why) = MACHINE_SETUP.get_or_init(setup_machine) {
@@ -398,7 +397,7 @@ pub fn missing_prerequisite() -> Option<String> {
     for tool in ["/usr/sbin/sshd", "unshare", "ssh-keygen", "ssh-agent", "ssh-add", "useradd"] {
         let found = if tool.starts_with('/') { Path::new(tool).exists() } else { which(tool) };
         if !found {
-            return Some(format!("`{tool}` is missing (install `openssh-server openssh-client util-linux`)"));
+            return Some(format!("`{tool}` is missing (packages `openssh-server openssh-client util-linux`)"));
         }
     }
     // Can this machine make namespaces at all (containers may forbid it)?
