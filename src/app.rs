@@ -32,7 +32,7 @@ pub fn main() -> std::process::ExitCode {
             let code = err.exit_code();
             let text = err.to_string();
             if !text.is_empty() {
-                eprintln!("error: {text}");
+                crate::ui::print_error(&text);
             }
             code
         }

@@ -121,6 +121,13 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
+/// The error that ends a run, on stderr after `error: `, with control characters escaped as
+/// in [`printable`] except line breaks: an error's hints and source excerpt are lines.
+pub fn print_error(text: &str) {
+    let shown: Vec<Cow<'_, str>> = text.split('\n').map(printable).collect();
+    let _ = writeln!(std::io::stderr().lock(), "error: {}", shown.join("\n"));
+}
+
 /// A line of data on stdout. A closed pipe (`k3sx doc | head`) is not an error worth a panic.
 pub fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();

@@ -91,3 +91,14 @@ fn quiet_does_not_hide_the_tls_warning() {
     assert_ne!(run.code, 0, "nothing listens on port 9");
     assert_eq!(run.stderr.matches(TLS_WARNING).count(), 1, "{}", run.stderr);
 }
+
+#[test]
+fn the_error_that_ends_a_run_shows_control_characters_escaped() {
+    // Line breaks stay: an error's source excerpt and its hints are lines of their own (what
+    // `runtime_error_prints_file_line_column_source_line_and_exits_1` sees).
+    let script = format!("let n = {HOSTILE};\nfail(`VM ${{n}} did not start`);");
+    let run = Test::new().file("t.rhai", &script).args(&["run", "t.rhai"]).run().status(1);
+    assert!(!run.stderr.contains(['\x1b', '\x07']), "{:?}", run.stderr);
+    let shown = HOSTILE_SHOWN.replace(r"\n", "\n");
+    assert!(run.stderr.contains(&format!("error: VM {shown} did not start")), "{}", run.stderr);
+}
