@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{
     ArgFlags, CheckVersionFlags, Cli, Command, ConfigCommand, ConfigureIpsFlags, DiscoverFlags, PowerFlags,
-    ScriptsCommand, Workflow,
+    ProvisionFlags, ScriptsCommand, Workflow,
 };
 use crate::config::{self, LoadOptions, Loaded};
 use crate::error::{Error, ExitCode, Result};
@@ -201,6 +201,7 @@ fn with_workflow_defaults(name: &str, args: Map) -> Map {
         "discover" => flag_defaults::<DiscoverFlags>(),
         "start" | "stop" | "restart" => flag_defaults::<PowerFlags>(),
         "configure-ips" => flag_defaults::<ConfigureIpsFlags>(),
+        "provision" => flag_defaults::<ProvisionFlags>(),
         "check-version" => flag_defaults::<CheckVersionFlags>(),
         _ => Map::new(),
     };

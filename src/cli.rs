@@ -62,8 +62,8 @@ pub enum Command {
     Restart(Workflow<PowerFlags>),
     /// Assign static IPs through cloud-init
     ConfigureIps(Workflow<ConfigureIpsFlags>),
-    /// Install the K3s cluster (kube-vip, MetalLB, Longhorn)
-    Provision(Workflow<NoFlags>),
+    /// Install the K3s cluster (kube-vip, MetalLB, Longhorn) and write the kubeconfig
+    Provision(Workflow<ProvisionFlags>),
     /// Write the cluster's kubeconfig into ~/.kube/config
     Kubeconfig(Workflow<NoFlags>),
     /// Compare the configured K3s version with the latest release
@@ -180,6 +180,16 @@ pub struct PowerFlags {
     /// Only these VMs (repeatable)
     #[arg(long, value_name = "VMID")]
     pub vm: Vec<u32>,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct ProvisionFlags {
+    /// How many nodes are read, and agents installed, at once
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub parallel: u32,
+    /// Seconds each node may take to become Ready (servers: and an etcd voter)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u32,
 }
 
 #[derive(Debug, Args, Serialize)]

@@ -158,14 +158,32 @@ impl Default for K3s {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Install {
     pub mode: InstallMode,
+    /// Online: the install script each VM fetches.
+    pub url: String,
     /// Air-gap: local copies uploaded by SFTP.
     pub script: Option<PathBuf>,
     pub binary: Option<PathBuf>,
     pub images: Option<PathBuf>,
+    /// Seconds one node's install may take (a joining server's `systemctl restart` blocks
+    /// until its etcd join is done).
+    pub timeout_secs: u64,
+}
+
+impl Default for Install {
+    fn default() -> Self {
+        Install {
+            mode: InstallMode::Online,
+            url: "https://get.k3s.io".into(),
+            script: None,
+            binary: None,
+            images: None,
+            timeout_secs: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -199,11 +217,21 @@ pub struct Metallb {
     pub version: String,
     /// `first-last` addresses of the load-balancer pool.
     pub range: String,
+    /// The MetalLB manifest: a URL the bootstrap server fetches (online), or a local file that
+    /// is uploaded. `{version}` is replaced by `version`.
+    pub manifest: String,
 }
 
 impl Default for Metallb {
     fn default() -> Self {
-        Metallb { enabled: true, version: "v0.14.9".into(), range: "10.10.0.151-10.10.0.199".into() }
+        Metallb {
+            enabled: true,
+            version: "v0.14.9".into(),
+            range: "10.10.0.151-10.10.0.199".into(),
+            manifest:
+                "https://raw.githubusercontent.com/metallb/metallb/{version}/config/manifests/metallb-native.yaml"
+                    .into(),
+        }
     }
 }
 
@@ -212,11 +240,18 @@ impl Default for Metallb {
 pub struct Longhorn {
     pub enabled: bool,
     pub version: String,
+    /// The Longhorn manifest (URL or local file; `{version}` is replaced by `version`). Its
+    /// default settings are rewritten so disks are created on storage nodes only.
+    pub manifest: String,
 }
 
 impl Default for Longhorn {
     fn default() -> Self {
-        Longhorn { enabled: false, version: "v1.8.1".into() }
+        Longhorn {
+            enabled: false,
+            version: "v1.8.1".into(),
+            manifest: "https://raw.githubusercontent.com/longhorn/longhorn/{version}/deploy/longhorn.yaml".into(),
+        }
     }
 }
 

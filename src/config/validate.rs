@@ -251,6 +251,13 @@ fn check_k3s(l: &Loaded, errors: &mut Vec<String>) {
         errors.push(format!("{}: {e}", l.describe("k3s.version")));
     }
     let install = &l.config.k3s.install;
+    check_timeout(l, "k3s.install.timeout_secs", install.timeout_secs, errors);
+    if install.mode == super::InstallMode::Online
+        && !install.url.starts_with("https://")
+        && !install.url.starts_with("http://")
+    {
+        errors.push(format!("{}: `{}` is not an http(s) URL", l.describe("k3s.install.url"), install.url));
+    }
     if install.mode == super::InstallMode::Airgap {
         for (key, path) in [("k3s.install.script", &install.script), ("k3s.install.binary", &install.binary)] {
             if path.is_none() {

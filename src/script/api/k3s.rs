@@ -1,13 +1,30 @@
-//! `k3s::` — versions and releases (more primitives arrive with provisioning).
+//! `k3s::` — versions and releases, the cluster token, the install invocation, node state,
+//! the manifests k3sx deploys and the user's kubeconfig. The policy (which node when) is the
+//! workflows'; here each step is one documented mechanism.
 
 use std::sync::Arc;
 
 use rhai::{Dynamic, INT, Map, Module};
 
-use super::{RhaiResult, register, script_error};
-use crate::k3s::{ReleaseError, Version, release};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rhai::Array;
+
+use super::core::write_local;
+use super::{RhaiResult, register, remote, script_error, ssh_error};
+use crate::config::InstallMode;
+use crate::k3s::{
+    InstallSource, InstallSpec, NodeRole, NodeState, ReleaseError, Version, kubeconfig, manifests, release,
+};
 use crate::script::Host;
 use crate::secret::Secret;
+use crate::ssh::CommandOptions;
+use crate::ui::Level;
+
+/// Where an air-gapped install script is uploaded on a node.
+pub const AIRGAP_SCRIPT: &str = "/var/lib/rancher/k3sx/install.sh";
 
 pub fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
@@ -74,6 +91,7 @@ pub fn module(host: &Arc<Host>) -> Module {
             Ok(m)
         },
     );
+    register_cluster(&mut m, host);
     m
 }
 
@@ -88,4 +106,475 @@ fn latest(host: &Host, channel: &str) -> RhaiResult<String> {
 
 fn release_error(e: ReleaseError) -> Box<rhai::EvalAltResult> {
     script_error(e.kind(), e.to_string(), None)
+}
+
+fn register_cluster(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "token",
+        &["Secret"],
+        "The cluster token from `k3s.token_file`. When the file does not exist a strong one is made\n\
+         (256 bits from the OS's CSPRNG) and written there, mode 0600, atomically (a change: under\n\
+         `--dry-run` it is planned and the token not kept). A file readable by others is refused.\n\
+         The token is a `Secret`: it never prints, and reaches a node only on stdin.\n\n\
+         ```rhai\nlet token = k3s::token();\nk3s::install(ip, spec, token);\n```",
+        move || token(&h),
+    );
+    register(
+        m,
+        "install_args",
+        &["spec: Map", "Map"],
+        "What `k3s::install(host, spec, token)` would run, without running it: `#{args, env,\n\
+         cluster_wide}` — the full argument list, the installer's environment (never the token),\n\
+         and the cluster-wide flags, which must be identical on every server.\n\
+         `spec`: `#{role: \"server\"|\"agent\", ip, bootstrap, server, iface, name, version, labels, taints}`;\n\
+         `server` is the URL joiners use (`https://VIP:6443`), `version` defaults to `k3s.version`.\n\
+         TLS SANs (VIP, `k3s.tls_san`), `--disable servicelb` (MetalLB) and `k3s.server_args` /\n\
+         `agent_args` come from the configuration.",
+        {
+            let h = host.clone();
+            move |spec: Map| -> RhaiResult<Map> {
+                let spec = install_spec(&h, &spec)?;
+                let mut out = Map::new();
+                out.insert("args".into(), strings(spec.args()));
+                out.insert("cluster_wide".into(), strings(spec.cluster_wide_args()));
+                let env: Map = spec.env().into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+                out.insert("env".into(), env.into());
+                Ok(out)
+            }
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "install",
+        &["host: &str", "spec: Map", "token: Secret", "Map"],
+        "Installs (or re-runs the installer of) K3s on `host` with the full argument set of\n\
+         `install_args(spec)`: the install script (`k3s.install.url`, or in air-gap mode the script\n\
+         uploaded to /var/lib/rancher/k3sx/install.sh with INSTALL_K3S_SKIP_DOWNLOAD) as root, the\n\
+         token on stdin only. A change (planned under `--dry-run`). Waits up to\n\
+         `k3s.install.timeout_secs`: a joining server's start blocks until its etcd join is done.\n\
+         Returns `#{planned, changed, stdout}` (`changed` false when the installer said \"No change\n\
+         detected\"); a failure is an error of kind `command` with host, code and stderr tail.",
+        move |target: &str, spec: Map, token: Secret| install(&h, target, &spec, &token),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "facts",
+        &["host: &str", "Map"],
+        "What a node is, in one read as root (so it also proves `sudo -n` works): `#{hostname,\n\
+         machine_id, version, unit, active, server_db, curl}` — `version` of an installed k3s or `()`,\n\
+         `unit` `server`/`agent`/`()`, `active` whether the service runs, `server_db` whether etcd\n\
+         data exists, `curl` whether curl is installed. A sudo that wants a password fails with kind\n\
+         `sudo_password`.",
+        move |target: &str| facts(&h, target),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "interface",
+        &["host: &str", "toward: &str", "Map"],
+        "The NIC `host` reaches `toward` (e.g. the gateway) through, from `ip -j route get`:\n\
+         `#{dev, src}` — kube-vip's `vip_interface` and flannel's interface; never assumed `eth0`.",
+        move |target: &str, toward: &str| -> RhaiResult<Map> {
+            let ip: IpAddr = toward
+                .parse()
+                .map_err(|_| script_error("argument", format!("`{toward}` is not an IP address"), None))?;
+            let out = query(&h, target, &format!("ip -j route get {ip}"), false)?;
+            let route = crate::k3s::default_interface_from_route_json(&out)
+                .map_err(|e| script_error(e.kind(), format!("{target}: {e}"), Some(target)))?;
+            let mut m = Map::new();
+            m.insert("dev".into(), route.dev.into());
+            m.insert("src".into(), route.prefsrc.map(|a| Dynamic::from(a.to_string())).unwrap_or(Dynamic::UNIT));
+            Ok(m)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "nodes",
+        &["host: &str", "Array"],
+        "The cluster's nodes as a server on `host` sees them (`k3s kubectl get nodes -o json`, as root):\n\
+         `#{name, roles, version, ready, voter, ip, unschedulable, server}`. `ready` is the condition of\n\
+         type Ready (never merely the last one); `voter` is `EtcdIsVoter` on servers (`()` elsewhere):\n\
+         a joined or restarted server is a learner first, and the next may not join before it votes.",
+        move |target: &str| -> RhaiResult<Array> { Ok(cluster_nodes(&h, target)?.iter().map(node_map).collect()) },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "wait_ready",
+        &["host: &str", "names: Array", "voters: Array", "timeout: INT", "Array"],
+        "Waits until every node in `names` is Ready and every one in `voters` is also an etcd voter, as\n\
+         the server on `host` sees them, printing progress; returns the nodes. Kind `timeout` after\n\
+         `timeout` seconds, naming each node that is not there yet and why. Under `--dry-run` it\n\
+         looks once and does not wait (nothing was installed to wait for).",
+        move |target: &str, names: Array, voters: Array, timeout: INT| wait_ready(&h, target, &names, &voters, timeout),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "kube_vip_manifests",
+        &["iface: &str", "Map"],
+        "kube-vip's RBAC and DaemonSet (ARP, leader election, control plane only) for `kube_vip.vip`\n\
+         on `iface` (`kube_vip.interface` wins when set): `#{rbac, daemonset, rbac_path, path}`, to be\n\
+         written into the bootstrap server's manifests directory before K3s starts.",
+        move |iface: &str| -> RhaiResult<Map> {
+            let kv = &h.config().kube_vip;
+            let vip: IpAddr = kv
+                .vip
+                .parse()
+                .map_err(|_| script_error("config", format!("kube_vip.vip `{}` is not an IP address", kv.vip), None))?;
+            let iface = kv.interface.as_deref().unwrap_or(iface);
+            let ds = manifests::kube_vip_daemonset(&kv.version, vip, iface)
+                .map_err(|e| script_error(e.kind(), e.to_string(), None))?;
+            let mut m = Map::new();
+            m.insert("rbac".into(), manifests::kube_vip_rbac().into());
+            m.insert("daemonset".into(), ds.into());
+            m.insert("rbac_path".into(), manifests::KUBE_VIP_RBAC_PATH.into());
+            m.insert("path".into(), manifests::KUBE_VIP_PATH.into());
+            Ok(m)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "metallb_pool",
+        &["String"],
+        "The MetalLB `IPAddressPool` (`k3sx-pool`, from `metallb.range`) and its `L2Advertisement`\n\
+         (`k3sx-l2`) as YAML, to apply once MetalLB's webhook answers.",
+        move || -> RhaiResult<String> {
+            manifests::metallb_pool(&[h.config().metallb.range.clone()], "k3sx-pool", "k3sx-l2")
+                .map_err(|e| script_error(e.kind(), e.to_string(), None))
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "kubeconfig",
+        &["host: &str", "server: &str", "Map"],
+        "Takes the kubeconfig of the server on `host` (/etc/rancher/k3s/k3s.yaml, as root), points it\n\
+         at `server` (`https://VIP:6443`), names cluster, user and context `kubeconfig.context`, and\n\
+         merges it into `kubeconfig.path` (else the first path of `$KUBECONFIG`, else ~/.kube/config):\n\
+         other entries untouched, same-named ones replaced, `current-context` kept unless there was\n\
+         none; atomic, mode 0600. A change. Returns `#{path, context, changed}`.",
+        move |target: &str, server: &str| write_kubeconfig(&h, target, server),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "forget_kubeconfig",
+        &["Map"],
+        "Removes the `kubeconfig.context` cluster, user and context from the kubeconfig (other\n\
+         entries untouched). A change. Returns `#{path, changed}`.",
+        move || forget_kubeconfig(&h),
+    );
+    register(
+        m,
+        "answers",
+        &["ip: &str", "port: INT", "bool"],
+        "True when something accepts a TCP connection on `ip:port` within a second (e.g. whether a\n\
+         VIP is already taken before kube-vip claims it).",
+        |ip: &str, port: INT| -> RhaiResult<bool> {
+            let ip: IpAddr =
+                ip.parse().map_err(|_| script_error("argument", format!("`{ip}` is not an IP address"), None))?;
+            let port = u16::try_from(port).map_err(|_| script_error("argument", format!("port {port}"), None))?;
+            Ok(std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).is_ok())
+        },
+    );
+}
+
+fn strings(items: Vec<String>) -> Dynamic {
+    items.into_iter().map(Dynamic::from).collect::<Array>().into()
+}
+
+/// A read on `host` (as root when `sudo`): its stdout.
+fn query(host: &Host, target: &str, cmd: &str, sudo: bool) -> RhaiResult<String> {
+    let run = CommandOptions { sudo, input: None, check: true, timeout: None };
+    Ok(remote(host, target, cmd, &run, false)?.map(|o| o.stdout).unwrap_or_default())
+}
+
+fn token(host: &Host) -> RhaiResult<Secret> {
+    let path = crate::config::expand_home(&host.config().k3s.token_file);
+    let item = path.display().to_string();
+    if let Some(t) = crate::k3s::read_token(&path).map_err(|e| script_error(e.kind(), e.to_string(), Some(&item)))? {
+        return Ok(t);
+    }
+    let token = crate::k3s::generate_token();
+    let content = crate::k3s::token_file_content(&token);
+    if !host.changes.dry_run() {
+        ensure_private_dir(&path)?;
+    }
+    write_local(host, &path, content.expose().as_bytes(), 0o600, Some("K3s cluster token".into()))?;
+    host.log(Level::Info, &format!("generated a new cluster token in {item}"));
+    Ok(token)
+}
+
+/// Creates a missing parent directory (mode 0700: it holds secrets) before a write.
+fn ensure_private_dir(path: &std::path::Path) -> RhaiResult<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| script_error("io", format!("cannot create {}: {e}", dir.display()), None))
+}
+
+/// The install spec from a workflow's map and the configuration. Unknown keys are errors.
+fn install_spec(host: &Host, spec: &Map) -> RhaiResult<InstallSpec> {
+    const KEYS: [&str; 9] = ["role", "ip", "bootstrap", "server", "iface", "name", "version", "labels", "taints"];
+    if let Some(k) = spec.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(script_error(
+            "argument",
+            format!("unknown install spec key `{k}` (known: {})", KEYS.join(", ")),
+            None,
+        ));
+    }
+    let text = |key: &str| -> Option<String> { spec.get(key).filter(|v| !v.is_unit()).map(|v| v.to_string()) };
+    let list = |key: &str| -> Vec<String> {
+        spec.get(key)
+            .and_then(|v| v.read_lock::<Array>().map(|a| a.iter().map(|x| x.to_string()).collect()))
+            .unwrap_or_default()
+    };
+    let role: NodeRole = text("role")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: crate::k3s::InstallError| script_error(e.kind(), e.to_string(), None))?;
+    let ip = text("ip").unwrap_or_default();
+    let node_ip: IpAddr = ip
+        .parse()
+        .map_err(|_| script_error("argument", format!("install spec: `ip` `{ip}` is not an IP address"), None))?;
+    let c = host.config();
+    let mut tls_san = Vec::new();
+    if c.kube_vip.enabled {
+        tls_san.push(c.kube_vip.vip.clone());
+    }
+    tls_san.extend(c.k3s.tls_san.iter().cloned());
+    let source = match c.k3s.install.mode {
+        InstallMode::Online => InstallSource::Online { url: c.k3s.install.url.clone() },
+        InstallMode::Airgap => InstallSource::Airgap { script_path: AIRGAP_SCRIPT.into() },
+    };
+    let spec = InstallSpec {
+        role,
+        version: text("version").unwrap_or_else(|| c.k3s.version.clone()),
+        bootstrap: spec.get("bootstrap").and_then(|b| b.as_bool().ok()).unwrap_or(false),
+        server_url: text("server"),
+        node_ip,
+        node_name: text("name"),
+        flannel_iface: text("iface"),
+        tls_san,
+        disable: if c.metallb.enabled { vec!["servicelb".into()] } else { vec![] },
+        node_labels: list("labels"),
+        node_taints: list("taints"),
+        extra_args: match role {
+            NodeRole::Server => c.k3s.server_args.clone(),
+            NodeRole::Agent => c.k3s.agent_args.clone(),
+        },
+        source,
+    };
+    spec.validate().map_err(|e| script_error(e.kind(), e.to_string(), Some(&ip)))?;
+    Ok(spec)
+}
+
+fn install(host: &Host, target: &str, spec: &Map, token: &Secret) -> RhaiResult<Map> {
+    let spec = install_spec(host, spec)?;
+    let input = crate::k3s::token_file_content(token);
+    host.ssh().add_secret(token.expose());
+    let timeout = Duration::from_secs(host.config().k3s.install.timeout_secs);
+    let run =
+        CommandOptions { sudo: true, input: Some(input.expose().as_bytes()), check: true, timeout: Some(timeout) };
+    let out = remote(host, target, &spec.command(), &run, true)?;
+    let mut m = Map::new();
+    m.insert("planned".into(), out.is_none().into());
+    let stdout = out.map(|o| o.stdout).unwrap_or_default();
+    m.insert("changed".into(), (!stdout.contains("No change detected")).into());
+    m.insert("stdout".into(), stdout.into());
+    Ok(m)
+}
+
+/// One read as root that tells what a node is; `key=value` lines.
+const FACTS: &str = r#"echo "hostname=$(uname -n)"
+echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
+if [ -x /usr/local/bin/k3s ]; then echo "version=$(/usr/local/bin/k3s --version 2>/dev/null | head -n 1 | cut -d ' ' -f 3)"; fi
+if [ -f /etc/systemd/system/k3s.service ]; then echo unit=server; elif [ -f /etc/systemd/system/k3s-agent.service ]; then echo unit=agent; fi
+if systemctl is-active --quiet k3s 2>/dev/null || systemctl is-active --quiet k3s-agent 2>/dev/null; then echo active=true; fi
+if [ -d /var/lib/rancher/k3s/server/db ]; then echo server_db=true; fi
+if command -v curl >/dev/null 2>&1; then echo curl=true; fi"#;
+
+fn facts(host: &Host, target: &str) -> RhaiResult<Map> {
+    let out = query(host, target, FACTS, true)?;
+    let mut m = Map::new();
+    for key in ["hostname", "machine_id", "version", "unit"] {
+        m.insert(key.into(), Dynamic::UNIT);
+    }
+    for key in ["active", "server_db", "curl"] {
+        m.insert(key.into(), false.into());
+    }
+    for line in out.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim();
+        let value: Dynamic = match v {
+            "true" => true.into(),
+            "" => Dynamic::UNIT,
+            other => other.to_string().into(),
+        };
+        m.insert(k.trim().into(), value);
+    }
+    Ok(m)
+}
+
+fn cluster_nodes(host: &Host, target: &str) -> RhaiResult<Vec<NodeState>> {
+    let out = query(host, target, "k3s kubectl get nodes -o json", true)?;
+    crate::k3s::parse_nodes(&out).map_err(|e| script_error(e.kind(), format!("{target}: {e}"), Some(target)))
+}
+
+fn node_map(n: &NodeState) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("name".into(), n.name.clone().into());
+    m.insert("roles".into(), strings(n.roles.clone()));
+    m.insert("version".into(), n.kubelet_version.clone().into());
+    m.insert("ready".into(), n.ready.into());
+    m.insert("voter".into(), n.etcd_voter.map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+    m.insert("ip".into(), n.internal_ip.clone().map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+    m.insert("unschedulable".into(), n.unschedulable.into());
+    m.insert("server".into(), n.is_server().into());
+    m.into()
+}
+
+/// Why `name` is not where the wait wants it, or `None` when it is.
+fn not_yet(nodes: &[NodeState], name: &str, voter: bool) -> Option<String> {
+    match nodes.iter().find(|n| n.name == name) {
+        None => Some(format!("{name}: not registered")),
+        Some(n) if !n.ready => Some(format!("{name}: not Ready")),
+        Some(n) if voter && n.etcd_voter != Some(true) => Some(format!("{name}: etcd learner, not yet a voter")),
+        Some(_) => None,
+    }
+}
+
+fn wait_ready(host: &Host, target: &str, names: &Array, voters: &Array, timeout: INT) -> RhaiResult<Array> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let voters: Vec<String> = voters.iter().map(|n| n.to_string()).collect();
+    let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0).clamp(1, 86_400));
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        // A server that is restarting refuses the API for a moment: that is "not yet".
+        let (nodes, missing) = match cluster_nodes(host, target) {
+            Ok(nodes) => {
+                let mut missing: Vec<String> = names.iter().filter_map(|n| not_yet(&nodes, n, false)).collect();
+                missing.extend(voters.iter().filter_map(|n| not_yet(&nodes, n, true)));
+                missing.dedup();
+                (nodes, missing)
+            }
+            Err(e) => (
+                Vec::new(),
+                vec![format!("the API on {target} does not answer: {}", super::error_message(&error_value(e)))],
+            ),
+        };
+        if missing.is_empty() || host.changes.dry_run() {
+            return Ok(nodes.iter().map(node_map).collect());
+        }
+        if started.elapsed() >= timeout {
+            return Err(script_error(
+                "timeout",
+                format!("not ready after {}s: {}", timeout.as_secs(), missing.join("; ")),
+                Some(target),
+            ));
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            host.log(Level::Info, &format!("waiting ({}s): {}", started.elapsed().as_secs(), missing.join("; ")));
+            last_report = Instant::now();
+        }
+        if !host.sleep(Duration::from_millis(250)) {
+            return Err(rhai::EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into());
+        }
+    }
+}
+
+fn error_value(e: Box<rhai::EvalAltResult>) -> Dynamic {
+    match *e {
+        rhai::EvalAltResult::ErrorRuntime(v, _) => v,
+        other => other.to_string().into(),
+    }
+}
+
+/// The kubeconfig k3sx writes: `kubeconfig.path`, else the first path of `$KUBECONFIG`, else
+/// `~/.kube/config`.
+fn kubeconfig_path(host: &Host) -> PathBuf {
+    if let Some(p) = &host.config().kubeconfig.path {
+        return crate::config::expand_home(p);
+    }
+    if let Some(first) = std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next()) {
+        if !first.as_os_str().is_empty() {
+            return first;
+        }
+    }
+    crate::config::expand_home(std::path::Path::new("~/.kube/config"))
+}
+
+fn read_existing(path: &std::path::Path) -> RhaiResult<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(script_error("io", format!("cannot read {}: {e}", path.display()), None)),
+    }
+}
+
+fn write_kubeconfig(host: &Host, target: &str, server: &str) -> RhaiResult<Map> {
+    let context = host.config().kubeconfig.context.clone();
+    let path = kubeconfig_path(host);
+    let kc_error = |e: crate::k3s::KubeconfigError| script_error(e.kind(), e.to_string(), Some(target));
+    let mut m = Map::new();
+    m.insert("path".into(), path.display().to_string().into());
+    m.insert("context".into(), context.clone().into());
+    let k3s_yaml = match host.ssh().read(target, "/etc/rancher/k3s/k3s.yaml") {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        // Under --dry-run on a cluster still to be installed there is nothing to read yet.
+        Err(e) if host.changes.dry_run() => {
+            tracing::debug!("no kubeconfig to read on {target} yet: {e}");
+            let change = crate::change::Change::LocalFile(crate::change::LocalFile {
+                path: path.clone(),
+                mode: 0o600,
+                size: 0,
+                what: Some(format!("kubeconfig context `{context}` from {target}, once installed")),
+            });
+            host.changes.apply(None, change, |_| Ok::<_, String>(())).map_err(|e| script_error("io", e, None))?;
+            m.insert("changed".into(), true.into());
+            return Ok(m);
+        }
+        Err(e) => return Err(ssh_error(&e)),
+    };
+    let mine = kubeconfig::for_user(&k3s_yaml, server, &context).map_err(kc_error)?;
+    let merged = kubeconfig::merge(read_existing(&path)?.as_deref(), &mine).map_err(kc_error)?;
+    if !host.changes.dry_run() {
+        ensure_private_dir(&path)?;
+    }
+    let written = write_local(host, &path, merged.as_bytes(), 0o600, Some(format!("kubeconfig context `{context}`")))?;
+    m.insert("changed".into(), written.is_some().into());
+    Ok(m)
+}
+
+fn forget_kubeconfig(host: &Host) -> RhaiResult<Map> {
+    let context = host.config().kubeconfig.context.clone();
+    let path = kubeconfig_path(host);
+    let mut m = Map::new();
+    m.insert("path".into(), path.display().to_string().into());
+    let Some(existing) = read_existing(&path)? else {
+        m.insert("changed".into(), false.into());
+        return Ok(m);
+    };
+    let (text, changed) = kubeconfig::remove(&existing, &context)
+        .map_err(|e| script_error(e.kind(), e.to_string(), Some(&path.display().to_string())))?;
+    let written = if changed {
+        write_local(host, &path, text.as_bytes(), 0o600, Some(format!("kubeconfig without context `{context}`")))?
+    } else {
+        None
+    };
+    m.insert("changed".into(), written.is_some().into());
+    Ok(m)
 }

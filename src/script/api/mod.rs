@@ -14,7 +14,10 @@ use rhai::{
     RhaiFunc, RhaiNativeFunc, Shared, Variant,
 };
 
+use crate::change::{Applied, Change, RemoteCommand};
 use crate::pve::{PveError, check_segment};
+use crate::script::Host;
+use crate::ssh::{CommandOptions, Output, SshError};
 
 /// Registers `f` as `name` in `module` with its parameter names (`"name: Type"`, the last entry
 /// being the return type) and its doc comment (plain text; each line becomes a `///` line).
@@ -132,6 +135,46 @@ pub fn pve_error(item: Option<&str>) -> impl Fn(PveError) -> Box<EvalAltResult> 
             }
         });
         err
+    }
+}
+
+/// An SSH failure as a catchable script error; a failed command also carries `host`,
+/// `command`, `code` and `stderr` (its last lines). The pool masks registered secrets (a
+/// `Secret` sent on stdin is registered) in what a remote host printed.
+/// Ctrl-C ends the whole script, as it does between statements.
+fn ssh_error(e: &SshError) -> Box<EvalAltResult> {
+    if let SshError::Cancelled { .. } = e {
+        return EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into();
+    }
+    let mut err = script_error(e.kind(), e.to_string(), e.host());
+    if let SshError::Command { host, command, code, stderr_tail } = e {
+        with_fields(&mut err, |map| {
+            map.insert("host".into(), host.clone().into());
+            map.insert("command".into(), command.clone().into());
+            map.insert("code".into(), (*code as INT).into());
+            map.insert("stderr".into(), stderr_tail.clone().into());
+        });
+    }
+    err
+}
+
+/// A command on `target`: a read (`change` false) always runs; a change goes through the
+/// change log and returns `None` when only planned (`--dry-run`).
+pub fn remote(host: &Host, target: &str, cmd: &str, run: &CommandOptions, change: bool) -> RhaiResult<Option<Output>> {
+    let pool = host.ssh();
+    if !change {
+        return pool.run_with(target, cmd, run).map(Some).map_err(|e| ssh_error(&e));
+    }
+    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
+    let described = Change::Command(RemoteCommand {
+        host: shown,
+        command: cmd.to_string(),
+        sudo: run.sudo && pool.uses_sudo(),
+        stdin_len: run.input.map(<[u8]>::len),
+    });
+    match host.changes.apply(None, described, |_| pool.run_with(target, cmd, run)).map_err(|e| ssh_error(&e))? {
+        Applied::Planned => Ok(None),
+        Applied::Made(out) => Ok(Some(out)),
     }
 }
 

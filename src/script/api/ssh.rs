@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{EvalAltResult, INT, Map, Module};
+use rhai::{INT, Map, Module};
 
-use super::{RhaiResult, pve_error, register, script_error, vm_ref, with_fields};
-use crate::change::{Applied, Change, RemoteCommand, RemoteFile, sha256_hex};
+use super::{RhaiResult, pve_error, register, remote, script_error, ssh_error, vm_ref};
+use crate::change::{Applied, Change, RemoteFile, sha256_hex};
 use crate::script::Host;
 use crate::secret::Secret;
-use crate::ssh::{CommandOptions, Output, PublicKey, SshError, SshPool};
+use crate::ssh::{CommandOptions, Output, PublicKey, SshPool};
 use crate::ui::Level;
 
 /// Where a VM keeps the host key `trust_vm` pins (every stock image has an Ed25519 key).
@@ -236,27 +236,20 @@ fn register_hosts(m: &mut Module, host: &Arc<Host>) {
 /// `run` (a change, through the change log) and `query` (a read): options, the result map.
 fn command(host: &Host, target: &str, cmd: &str, options: &Map, change: bool) -> RhaiResult<Map> {
     let opts = CommandOpts::parse(options)?;
-    let input = opts.input.as_ref().map(Input::bytes);
-    let pool = host.ssh();
     if let Some(Input::Secret(secret)) = &opts.input {
-        pool.add_secret(secret.expose());
+        host.ssh().add_secret(secret.expose());
     }
-    let run = CommandOptions { sudo: opts.sudo, input, check: opts.check, timeout: opts.timeout };
-    if !change {
-        let out = pool.run_with(target, cmd, &run).map_err(|e| ssh_error(&e))?;
-        return Ok(result_map(out, false));
-    }
-    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
-    let described = Change::Command(RemoteCommand {
-        host: shown,
-        command: cmd.to_string(),
-        sudo: opts.sudo && pool.uses_sudo(),
-        stdin_len: input.map(<[u8]>::len),
-    });
-    match host.changes.apply(None, described, |_| pool.run_with(target, cmd, &run)).map_err(|e| ssh_error(&e))? {
-        Applied::Planned => Ok(result_map(Output { code: 0, stdout: String::new(), stderr: String::new() }, true)),
-        Applied::Made(out) => Ok(result_map(out, false)),
-    }
+    let run = CommandOptions {
+        sudo: opts.sudo,
+        input: opts.input.as_ref().map(Input::bytes),
+        check: opts.check,
+        timeout: opts.timeout,
+    };
+    let out = remote(host, target, cmd, &run, change)?;
+    Ok(result_map(
+        out.clone().unwrap_or(Output { code: 0, stdout: String::new(), stderr: String::new() }),
+        out.is_none(),
+    ))
 }
 
 /// A remote file write through the change log; false when the file is already as wanted.
@@ -399,26 +392,6 @@ fn trust_vm(host: &Host, vm: &Map, target: &str) -> RhaiResult<String> {
     Ok(fingerprint)
 }
 
-/// An SSH failure as a catchable script error; a failed command also carries `host`,
-/// `command`, `code` and `stderr` (its last lines). The pool masks registered secrets (a
-/// `Secret` sent on stdin is registered) in what a remote host printed.
-/// Ctrl-C ends the whole script, as it does between statements.
-fn ssh_error(e: &SshError) -> Box<EvalAltResult> {
-    if let SshError::Cancelled { .. } = e {
-        return EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into();
-    }
-    let mut err = script_error(e.kind(), e.to_string(), e.host());
-    if let SshError::Command { host, command, code, stderr_tail } = e {
-        with_fields(&mut err, |map| {
-            map.insert("host".into(), host.clone().into());
-            map.insert("command".into(), command.clone().into());
-            map.insert("code".into(), (*code as INT).into());
-            map.insert("stderr".into(), stderr_tail.clone().into());
-        });
-    }
-    err
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,7 +421,10 @@ mod tests {
         ]))
         .unwrap();
         assert!(!o.sudo && !o.check);
-        assert_eq!((o.input.as_deref(), o.timeout), (Some("x"), Some(Duration::from_millis(1500))));
+        assert_eq!(
+            (o.input.as_ref().map(Input::bytes), o.timeout),
+            (Some(&b"x"[..]), Some(Duration::from_millis(1500)))
+        );
         assert_eq!(
             CommandOpts::parse(&map(&[("timeout", (30 as INT).into())])).unwrap().timeout.unwrap().as_secs(),
             30
