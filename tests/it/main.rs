@@ -19,4 +19,5 @@ mod repl;
 mod scripts;
 mod ssh;
 mod ssh_script;
+mod standin;
 mod support;

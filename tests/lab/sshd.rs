@@ -16,20 +16,33 @@
 //! environment is not touched), and makes sure two users exist: [`USER_NOPASSWD`]
 //! (sudo without password) and [`USER_SUDO_PASSWORD`] (sudo wants a password).
 //!
+//! Each host also has its own `/etc/machine-id` and its own copy of the lab's sudoers
+//! rules (bind-mounted over `/etc/sudoers.d/k3sx-lab`, see [`SshLab::set_sudo_password`]).
+//! [`SshLab::start_with`] takes [`LabOptions`]: all hosts on one port (as VMs all
+//! listen on 22), chosen hostnames (duplicates allowed), chosen machine-ids, and a
+//! shell snippet per host run inside its namespaces before sshd starts (how the
+//! K3s stand-in lab, `k3s_lab.rs`, mounts its files into each host).
+//!
+//! Addresses are claimed across processes (a lock file per address under
+//! `/tmp/k3sx-lab-locks`), so labs of concurrent test processes never share one.
+//!
 //! Needs root, `sshd`, `unshare`, `ssh-keygen`, `ssh-agent`, `sudo` (CI installs
 //! `sudo openssh-server openssh-client`). When they are missing [`SshLab::start`]
 //! fails the test naming `bash tests/setup`; under `K3SX_SKIP_LAB=1` it returns `None`
 //! and the skip is counted (see `pve::skip`).
 //! Side effects kept on the machine: the two users, `/etc/sudoers.d/k3sx-lab`,
-//! and empty mount-point directories for the private paths that did not exist.
+//! empty mount-point directories for the private paths that did not exist, and
+//! the (empty) lock files in `/tmp/k3sx-lab-locks`.
 
 #![allow(dead_code)] // each test uses a different part of the lab
 
+use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k3sx::ssh::{HostKeyPolicy, SshSettings};
@@ -56,6 +69,39 @@ pub enum KnownHosts {
     Hashed,
 }
 
+/// A shell snippet for one host, run as root inside its namespaces before sshd starts.
+pub type HostSetup = Arc<dyn Fn(&LabHost) -> String + Send + Sync>;
+
+/// How [`SshLab::start_with`] builds its hosts; the default is what [`SshLab::start`] does.
+#[derive(Default, Clone)]
+pub struct LabOptions {
+    /// Every host listens on the same port, each on its own address (k3sx has one `ssh.port`).
+    pub same_port: bool,
+    /// The hostname of host `i` (counting from 0); `k3sx-lab-{i+1}` when missing or empty.
+    /// Duplicates are allowed (a rebuilt VM, a cloned template).
+    pub hostnames: Vec<String>,
+    /// The `/etc/machine-id` of host `i`; a random one when missing or empty.
+    pub machine_ids: Vec<String>,
+    /// Run inside each host's namespaces (after its private mounts and `/run`), before sshd.
+    pub setup: Option<HostSetup>,
+}
+
+/// An address (or other name) this process holds for the lab's lifetime: an exclusive
+/// `flock` on `/tmp/k3sx-lab-locks/<name>`, released when dropped (or the process dies).
+pub struct AddressLock {
+    _file: File,
+}
+
+/// Claims `name` against other processes; `None` when another one holds it.
+pub fn lock_address(name: &str) -> Option<AddressLock> {
+    let dir = Path::new("/tmp/k3sx-lab-locks");
+    std::fs::create_dir_all(dir).ok()?;
+    let file = File::create(dir.join(name)).ok()?;
+    // SAFETY: flock on a file descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    locked.then_some(AddressLock { _file: file })
+}
+
 /// One sshd in its namespaces.
 pub struct LabHost {
     pub index: usize,
@@ -65,6 +111,8 @@ pub struct LabHost {
     dir: PathBuf,
     config: PathBuf,
     unshare: Option<Child>,
+    setup: Option<HostSetup>,
+    _lock: AddressLock,
 }
 
 impl LabHost {
@@ -77,6 +125,12 @@ impl LabHost {
     /// the host's `/usr/local/bin` is `root().join("usr/local/bin")`.
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
+    }
+
+    /// The host's directory on the machine (keys, logs, [`LabHost::root`]); harnesses
+    /// built on the lab keep per-host files of their own here.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The host's current Ed25519 public key, an OpenSSH line (`ssh-ed25519 AAAA... comment`).
@@ -125,12 +179,17 @@ impl LabHost {
         script += &format!(
             "mount --bind {dir}/hosts /etc/hosts\n\
              if [ -e /etc/hostname ]; then mount --bind {dir}/hostname /etc/hostname; fi\n\
+             if [ -e /etc/machine-id ]; then mount --bind {dir}/machine-id /etc/machine-id; fi\n\
+             mount --bind {dir}/sudoers {SUDOERS}\n\
              mount -t tmpfs -o mode=755 k3sx-lab-run /run\n\
-             mkdir -p /run/sshd\n\
-             exec /usr/sbin/sshd -D -e -f {config}\n",
+             mkdir -p /run/sshd\n",
             dir = self.dir.display(),
-            config = self.config.display()
         );
+        if let Some(setup) = &self.setup {
+            script += &setup(self);
+            script += "\n";
+        }
+        script += &format!("exec /usr/sbin/sshd -D -e -f {}\n", self.config.display());
         let log = std::fs::File::create(self.dir.join("sshd.log")).expect("create sshd log");
         let child = Command::new("unshare")
             .args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
@@ -194,10 +253,46 @@ pub struct SshLab {
 static NEXT_ADDRESS: AtomicU32 = AtomicU32::new(0);
 static MACHINE_SETUP: OnceLock<Result<(), String>> = OnceLock::new();
 
+/// The machine's sudoers file for the lab users; each host sees its own copy there.
+const SUDOERS: &str = "/etc/sudoers.d/k3sx-lab";
+
+fn sudoers_rules(nopasswd_needs_password: bool) -> String {
+    let tag = if nopasswd_needs_password { "" } else { "NOPASSWD: " };
+    format!("{USER_NOPASSWD} ALL=(ALL) {tag}ALL\n{USER_SUDO_PASSWORD} ALL=(ALL) ALL\n")
+}
+
+/// A free 127.0.1.x address, claimed against the other labs of this and other processes.
+fn claim_host_address() -> (Ipv4Addr, AddressLock) {
+    for _ in 0..250 {
+        let n = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed);
+        let addr = Ipv4Addr::new(127, 0, 1, 2 + (n % 250) as u8);
+        if let Some(lock) = lock_address(&format!("host-{addr}")) {
+            return (addr, lock);
+        }
+    }
+    panic!("no free 127.0.1.x address for a lab host (250 in use?)");
+}
+
+/// A port free on every one of `addrs`.
+fn common_free_port(addrs: &[Ipv4Addr]) -> u16 {
+    for _ in 0..100 {
+        let port = TcpListener::bind((addrs[0], 0)).and_then(|l| l.local_addr()).expect("free port").port();
+        if addrs[1..].iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {addrs:?}");
+}
+
 impl SshLab {
     /// Starts `n` hosts (`k3sx-lab-1` ... `k3sx-lab-n`). When the machine cannot run the
     /// lab the test fails, or, under `K3SX_SKIP_LAB=1`, this is `None` (a counted skip).
     pub fn start(n: usize) -> Option<SshLab> {
+        SshLab::start_with(n, LabOptions::default())
+    }
+
+    /// [`SshLab::start`] with options (one port for all, hostnames, machine-ids, a setup snippet).
+    pub fn start_with(n: usize, opts: LabOptions) -> Option<SshLab> {
         if let Some(why) = missing_prerequisite() {
             let fix = format!("run the tests as root; `{}` installs the packages", super::pve::skip::INSTALL);
             super::pve::skip::unavailable("sshd lab", &why, &fix);
@@ -242,9 +337,19 @@ impl SshLab {
         }
         run_ok(Command::new("ssh-add").arg("-q").arg(&lab.client_key).env("SSH_AUTH_SOCK", &lab.agent_socket));
 
-        for index in 1..=n {
-            let host = lab.new_host(index, &authorized);
-            lab.hosts.push(host);
+        let claimed: Vec<(Ipv4Addr, AddressLock)> = (0..n).map(|_| claim_host_address()).collect();
+        let addrs: Vec<Ipv4Addr> = claimed.iter().map(|(a, _)| *a).collect();
+        let shared_port = (opts.same_port && n > 0).then(|| common_free_port(&addrs));
+        for (i, (addr, lock)) in claimed.into_iter().enumerate() {
+            let port = shared_port.unwrap_or_else(|| {
+                TcpListener::bind((addr, 0)).and_then(|l| l.local_addr()).expect("free port").port()
+            });
+            let name = opts.hostnames.get(i).filter(|s| !s.is_empty()).cloned();
+            let name = name.unwrap_or_else(|| format!("k3sx-lab-{}", i + 1));
+            let machine_id = opts.machine_ids.get(i).filter(|s| !s.is_empty()).cloned();
+            let machine_id = machine_id.unwrap_or_else(random_machine_id);
+            let host = lab.new_host(HostSpec { index: i + 1, addr, port, name, machine_id, lock }, &authorized);
+            lab.hosts.push(LabHost { setup: opts.setup.clone(), ..host });
         }
         for host in &mut lab.hosts {
             host.spawn();
@@ -255,19 +360,17 @@ impl SshLab {
         Some(lab)
     }
 
-    fn new_host(&self, index: usize, authorized: &Path) -> LabHost {
-        // Distinct addresses for the labs of one test process; the port is free
-        // on that address, so labs of other processes cannot collide either.
-        let n = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed);
-        let addr = Ipv4Addr::new(127, 0, 1, 2 + (n % 250) as u8);
-        let port = TcpListener::bind((addr, 0)).and_then(|l| l.local_addr()).expect("free port").port();
-        let name = format!("k3sx-lab-{index}");
-        let dir = self.dir.path().join(&name);
+    fn new_host(&self, spec: HostSpec, authorized: &Path) -> LabHost {
+        let HostSpec { index, addr, port, name, machine_id, lock } = spec;
+        // The directory is named by index: hostnames may repeat.
+        let dir = self.dir.path().join(format!("host-{index}"));
         for d in PRIVATE_DIRS {
             std::fs::create_dir_all(dir.join("root").join(d.trim_start_matches('/'))).expect("create host dirs");
         }
-        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{addr} {name}\n::1 localhost\n")).unwrap();
-        std::fs::write(dir.join("hostname"), format!("{name}\n")).unwrap();
+        write_names(&dir, addr, &name);
+        std::fs::write(dir.join("machine-id"), format!("{machine_id}\n")).unwrap();
+        std::fs::write(dir.join("sudoers"), sudoers_rules(false)).unwrap();
+        chmod(&dir.join("sudoers"), 0o440);
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
@@ -293,7 +396,7 @@ impl SshLab {
             ),
         )
         .unwrap();
-        let host = LabHost { index, name, addr, port, dir, config, unshare: None };
+        let host = LabHost { index, name, addr, port, dir, config, unshare: None, setup: None, _lock: lock };
         host.generate_host_key();
         host
     }
@@ -376,6 +479,41 @@ impl SshLab {
         self.hosts[i].generate_host_key();
         self.start_host(i);
     }
+
+    /// Gives host `i` another hostname; takes effect at its next start.
+    pub fn set_hostname(&mut self, i: usize, name: &str) {
+        let host = &mut self.hosts[i];
+        host.name = name.to_string();
+        write_names(&host.dir, host.addr, name);
+    }
+
+    /// Makes sudo ask `USER_NOPASSWD` for a password on host `i` (`true`), or not (`false`).
+    /// Takes effect at once: the host's sudoers copy is rewritten in place.
+    pub fn set_sudo_password(&self, i: usize, required: bool) {
+        // In place (same inode): the host's bind mount keeps showing this file.
+        std::fs::write(self.hosts[i].dir.join("sudoers"), sudoers_rules(required)).expect("write host sudoers");
+    }
+}
+
+struct HostSpec {
+    index: usize,
+    addr: Ipv4Addr,
+    port: u16,
+    name: String,
+    machine_id: String,
+    lock: AddressLock,
+}
+
+fn write_names(dir: &Path, addr: Ipv4Addr, name: &str) {
+    std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{addr} {name}\n::1 localhost\n")).unwrap();
+    std::fs::write(dir.join("hostname"), format!("{name}\n")).unwrap();
+}
+
+/// 32 hex digits, as systemd writes `/etc/machine-id`.
+fn random_machine_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("random bytes");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Drop for SshLab {
@@ -436,9 +574,8 @@ fn setup_machine() -> Result<(), String> {
             return Err(format!("usermod {user} failed"));
         }
     }
-    let rules = format!("{USER_NOPASSWD} ALL=(ALL) NOPASSWD: ALL\n{USER_SUDO_PASSWORD} ALL=(ALL) ALL\n");
-    let path = Path::new("/etc/sudoers.d/k3sx-lab");
-    std::fs::write(path, rules).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let path = Path::new(SUDOERS);
+    std::fs::write(path, sudoers_rules(false)).map_err(|e| format!("write {}: {e}", path.display()))?;
     chmod(path, 0o440);
     Ok(())
 }
