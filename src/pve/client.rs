@@ -538,6 +538,12 @@ impl PveClient {
             Refusal::DigestMismatch => PveError::DigestMismatch { host, method, path, node, vmid, message },
             Refusal::NotRunning => PveError::RunState { host, method, path, node, vmid, running: false, message },
             Refusal::AlreadyRunning => PveError::RunState { host, method, path, node, vmid, running: true, message },
+            Refusal::SnapshotExists(snapshot) => {
+                PveError::SnapshotExists { host, method, path, node, vmid, snapshot, message }
+            }
+            Refusal::SnapshotMissing(snapshot) => {
+                PveError::SnapshotMissing { host, method, path, node, vmid, snapshot, message }
+            }
         })
     }
 
@@ -675,6 +681,31 @@ mod tests {
         assert_eq!(refused(&Method::PUT, "/cluster/options", "VM is locked (backup)").kind(), "api");
         let err = refused(&Method::POST, start, "QEMU exited with code 1");
         assert_eq!((err.kind(), err.vm()), ("api", Some(("pve1".to_string(), 101))));
+    }
+
+    #[test]
+    fn snapshot_refusals_answered_at_once_are_typed_and_name_the_snapshot() {
+        let client = PveClient::new(settings()).unwrap();
+        let refused = |method: &Method, path: &str, message: &str| {
+            client.answer_error(method, path, 500, Some(message.to_string()), br#"{"data":null}"#)
+        };
+        let create = "/nodes/pve1/qemu/101/snapshot";
+        let err = refused(&Method::POST, create, "snapshot name 'pre' already used");
+        assert!(matches!(&err, PveError::SnapshotExists { snapshot: Some(s), vmid: 101, .. } if s == "pre"), "{err}");
+        assert_eq!(
+            (err.kind(), err.status(), err.reason().as_str()),
+            ("snapshot_exists", Some(500), "snapshot `pre` already exists")
+        );
+        let text = err.to_string();
+        assert!(text.contains("VM 101 on node `pve1` already has a snapshot `pre`") && text.contains(create), "{text}");
+        let config = "/nodes/pve1/qemu/101/snapshot/pre/config";
+        let err = refused(&Method::GET, config, "snapshot 'pre' does not exist");
+        assert!(matches!(&err, PveError::SnapshotMissing { snapshot: Some(s), .. } if s == "pre"), "{err}");
+        assert_eq!((err.kind(), err.vm()), ("snapshot_missing", Some(("pve1".to_string(), 101))));
+        assert_eq!(refused(&Method::POST, create, "VM is locked (backup)").kind(), "locked");
+        // A missing VM is not a missing snapshot.
+        let err = refused(&Method::GET, create, "Configuration file 'nodes/pve1/qemu-server/101.conf' does not exist");
+        assert_eq!(err.kind(), "api", "{err}");
     }
 
     #[test]

@@ -91,8 +91,41 @@ pub enum PveError {
     )]
     RunState { host: String, method: String, path: String, node: String, vmid: u32, running: bool, message: String },
 
-    /// A task ended with an error exit status. `kind()` tells a lock (`locked`, `lock_timeout`)
-    /// or a run state (`already_running`, `not_running`) from any other failure (`task_failed`).
+    /// A snapshot of the name asked for exists already (`snapshot name 'pre' already used`):
+    /// nothing was created. `snapshot` is the name as PVE's message gives it.
+    #[error(
+        "VM {vmid} on node `{node}` already has a snapshot {}: nothing was created ({method} {path} at \
+         {host}: {message}); choose another name or delete that snapshot first",
+        snapshot_name(snapshot.as_deref())
+    )]
+    SnapshotExists {
+        host: String,
+        method: String,
+        path: String,
+        node: String,
+        vmid: u32,
+        snapshot: Option<String>,
+        message: String,
+    },
+
+    /// The VM has no snapshot of that name (`snapshot 'pre' does not exist`).
+    #[error(
+        "VM {vmid} on node `{node}` has no snapshot {} ({method} {path} at {host}: {message})",
+        snapshot_name(snapshot.as_deref())
+    )]
+    SnapshotMissing {
+        host: String,
+        method: String,
+        path: String,
+        node: String,
+        vmid: u32,
+        snapshot: Option<String>,
+        message: String,
+    },
+
+    /// A task ended with an error exit status. `kind()` tells a lock (`locked`, `lock_timeout`),
+    /// a run state (`already_running`, `not_running`) or a snapshot name (`snapshot_exists`,
+    /// `snapshot_missing`) from any other failure (`task_failed`).
     #[error("{}", task_failed_message(node, *vmid, upid, exitstatus, log_tail))]
     TaskFailed {
         node: String,
@@ -141,11 +174,15 @@ impl PveError {
             PveError::DigestMismatch { .. } => "digest_mismatch",
             PveError::RunState { running: true, .. } => "already_running",
             PveError::RunState { running: false, .. } => "not_running",
+            PveError::SnapshotExists { .. } => "snapshot_exists",
+            PveError::SnapshotMissing { .. } => "snapshot_missing",
             PveError::TaskFailed { exitstatus, .. } => match Refusal::of(exitstatus) {
                 Some(Refusal::Locked(_)) => "locked",
                 Some(Refusal::LockTimeout) => "lock_timeout",
                 Some(Refusal::AlreadyRunning) => "already_running",
                 Some(Refusal::NotRunning) => "not_running",
+                Some(Refusal::SnapshotExists(_)) => "snapshot_exists",
+                Some(Refusal::SnapshotMissing(_)) => "snapshot_missing",
                 _ => "task_failed",
             },
             PveError::TaskTimeout { .. } | PveError::StatusTimeout { .. } => "timeout",
@@ -164,9 +201,13 @@ impl PveError {
             PveError::DigestMismatch { .. } => "config changed since it was read (digest mismatch)".to_string(),
             PveError::RunState { running: true, .. } => "already running".to_string(),
             PveError::RunState { running: false, .. } => "not running".to_string(),
+            PveError::SnapshotExists { snapshot, .. } => snapshot_exists_reason(snapshot.as_deref()),
+            PveError::SnapshotMissing { snapshot, .. } => snapshot_missing_reason(snapshot.as_deref()),
             PveError::TaskFailed { exitstatus, .. } => match Refusal::of(exitstatus) {
                 Some(Refusal::Locked(lock)) => format!("VM locked ({lock})"),
                 Some(Refusal::LockTimeout) => "config lock held by another task".to_string(),
+                Some(Refusal::SnapshotExists(name)) => snapshot_exists_reason(name.as_deref()),
+                Some(Refusal::SnapshotMissing(name)) => snapshot_missing_reason(name.as_deref()),
                 _ => format!("task failed: {}", exitstatus.trim()),
             },
             PveError::TaskTimeout { after, .. } => format!("timeout: task still running after {}", secs(after)),
@@ -191,6 +232,8 @@ impl PveError {
             | PveError::LockTimeout { node, vmid, .. }
             | PveError::DigestMismatch { node, vmid, .. }
             | PveError::RunState { node, vmid, .. }
+            | PveError::SnapshotExists { node, vmid, .. }
+            | PveError::SnapshotMissing { node, vmid, .. }
             | PveError::StatusTimeout { node, vmid, .. }
             | PveError::AgentNotRunning { node, vmid, .. } => Some((node.clone(), *vmid)),
             PveError::TaskFailed { node, vmid, .. } | PveError::TaskTimeout { node, vmid, .. } => {
@@ -220,7 +263,9 @@ impl PveError {
             PveError::Locked { .. }
             | PveError::LockTimeout { .. }
             | PveError::DigestMismatch { .. }
-            | PveError::RunState { .. } => Some(500),
+            | PveError::RunState { .. }
+            | PveError::SnapshotExists { .. }
+            | PveError::SnapshotMissing { .. } => Some(500),
             _ => None,
         }
     }
@@ -241,6 +286,12 @@ pub(crate) enum Refusal {
     NotRunning,
     /// `VM 101 already running`.
     AlreadyRunning,
+    /// `snapshot name 'pre' already used` (pve-guest-common), or a storage that refuses to make a
+    /// snapshot whose name it holds already (ZFS: `cannot create snapshot '...@pre': dataset
+    /// already exists`): the snapshot's name, when the message quotes it.
+    SnapshotExists(Option<String>),
+    /// `snapshot 'pre' does not exist`.
+    SnapshotMissing(Option<String>),
 }
 
 impl Refusal {
@@ -273,8 +324,36 @@ impl Refusal {
         if vm_state(" already running") {
             return Some(Refusal::AlreadyRunning);
         }
+        if lower.contains("snapshot") && (lower.contains("already used") || lower.contains("already exists")) {
+            return Some(Refusal::SnapshotExists(quoted_snapshot(m)));
+        }
+        if lower.contains("snapshot '") && lower.contains("' does not exist") {
+            return Some(Refusal::SnapshotMissing(quoted_snapshot(m)));
+        }
         None
     }
+}
+
+/// The first `'...'` of a message, as a snapshot name: the part after `@` of a storage
+/// snapshot (`rpool/data/vm-101-disk-0@pre`).
+fn quoted_snapshot(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once('\'')?;
+    let (quoted, _) = rest.split_once('\'')?;
+    let name = quoted.rsplit('@').next().unwrap_or(quoted).trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// `` `pre` `` or `of that name`, for messages.
+fn snapshot_name(name: Option<&str>) -> String {
+    name.map(|n| format!("`{}`", n.escape_default())).unwrap_or_else(|| "of that name".to_string())
+}
+
+fn snapshot_exists_reason(name: Option<&str>) -> String {
+    format!("snapshot {} already exists", snapshot_name(name))
+}
+
+fn snapshot_missing_reason(name: Option<&str>) -> String {
+    format!("no snapshot {}", snapshot_name(name))
 }
 
 /// (node, vmid) of `/nodes/{node}/qemu/{vmid}/...` (or `/lxc/`).

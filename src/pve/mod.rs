@@ -5,6 +5,7 @@ mod client;
 mod error;
 mod path;
 mod power;
+mod snapshot;
 mod tasks;
 pub mod tls;
 mod types;
@@ -13,6 +14,7 @@ pub use client::{PveClient, PveSettings, encode_form};
 pub use error::PveError;
 pub use path::{ApiPath, check_segment};
 pub use power::{ParamValue, TASK_LOG_TAIL, WriteMethod, WriteRequest};
+pub use snapshot::{SNAPSHOT_NAME_MAX, Snapshot, check_snapshot_name, parse_snapshots};
 pub use tasks::{TaskOutcome, TaskState, Upid, task_succeeded};
 pub use tls::{format_fingerprint, parse_fingerprint};
 pub use types::{
