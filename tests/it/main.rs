@@ -14,6 +14,7 @@ mod docs;
 mod lab_skips;
 mod output;
 mod power;
+mod provision;
 mod pve_client;
 mod repl;
 mod scripts;

@@ -307,8 +307,9 @@ fn token(host: &Host) -> RhaiResult<Secret> {
     if !host.changes.dry_run() {
         ensure_private_dir(&path)?;
     }
-    write_local(host, &path, content.expose().as_bytes(), 0o600, Some("K3s cluster token".into()))?;
-    host.log(Level::Info, &format!("generated a new cluster token in {item}"));
+    if write_local(host, &path, content.expose().as_bytes(), 0o600, Some("K3s cluster token".into()))? == Some(true) {
+        host.log(Level::Info, &format!("generated a new cluster token in {item}"));
+    }
     Ok(token)
 }
 
