@@ -224,3 +224,277 @@ fn a_wrong_token_is_refused_and_the_install_fails_naming_it() {
     assert_eq!(l.lab.nodes().len(), 1, "nobody joined");
     assert_eq!(l.lab.install_log(1)[0].outcome, "failed");
 }
+
+#[test]
+fn a_server_join_while_another_server_is_a_learner_is_refused() {
+    let Some(l) = Lab::start(3, K3sOptions::default()) else { return };
+    l.bootstrap(0, V32, "");
+    l.lab.set_delays(Delays { learner: 3.0, ..fast() });
+    let out = l.join_server(1, 0, V32, "");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let node = l.lab.node("k3sx-lab-2").unwrap();
+    assert_eq!(K3sLab::condition(&node, "EtcdIsVoter").as_deref(), Some("False"), "a new server is a learner");
+    let out = l.join_server(2, 0, V32, "");
+    assert_ne!(out.code, 0, "refused while k3sx-lab-2 is a learner");
+    assert!(out.stderr.contains("too many learner members") && out.stderr.contains("k3sx-lab-2"), "{}", out.stderr);
+    assert_eq!(l.lab.etcd_members().len(), 2);
+    l.lab.set_delays(fast());
+    l.wait_voters(2);
+    // Once it is a voter, the third server joins (the failed unit is restarted by the install).
+    let out = l.install(
+        2,
+        &format!("INSTALL_K3S_FORCE_RESTART=true INSTALL_K3S_VERSION={V32} K3S_URL=https://{}:6443", l.lab.addr(0)),
+        &format!("server --tls-san {} --node-ip {}", l.lab.vip(), l.lab.addr(2)),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    l.wait_voters(3);
+}
+
+#[test]
+fn a_cluster_wide_flag_mismatch_is_refused() {
+    let Some(l) = Lab::start(2, K3sOptions::default()) else { return };
+    l.bootstrap(0, V32, "--disable servicelb --cluster-cidr 10.52.0.0/16");
+    let out = l.join_server(1, 0, V32, "--cluster-cidr 10.52.0.0/16");
+    assert_ne!(out.code, 0);
+    let err = &out.stderr;
+    assert!(err.contains("critical configuration value mismatch") && err.contains("--disable"), "{err}");
+    assert!(!err.contains("--cluster-cidr"), "only what differs is named: {err}");
+    let out = l.join_server(1, 0, V32, "--disable=servicelb --cluster-cidr 10.52.0.0/16");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn the_token_never_appears_on_a_command_line_and_the_scan_would_see_it() {
+    let Some(l) = Lab::start(3, K3sOptions::default()) else { return };
+    let watch = l.lab.watch_cmdlines();
+    l.bootstrap(0, V32, "");
+    assert_eq!(l.join_server(1, 0, V32, "").code, 0);
+    assert_eq!(l.join_agent(2, &l.lab.addr(0).to_string(), V32).code, 0);
+    // The scan itself works: a command line with a marker is seen.
+    l.run(1, "sleep 0.3 # k3sx-cmdline-marker").unwrap();
+    let seen = watch.stop();
+    assert!(seen.iter().any(|c| c.contains("k3sx-cmdline-marker")), "the watch sees SSH commands: {seen:#?}");
+    assert!(seen.iter().any(|c| c.contains("/usr/local/bin/k3s server")), "and the services: {seen:#?}");
+    let leaks: Vec<&String> = seen.iter().filter(|c| c.contains(TOKEN)).collect();
+    assert!(leaks.is_empty(), "token on a command line: {leaks:#?}");
+    let log = l.lab.event_log_text();
+    assert!(!log.contains(TOKEN), "the lab's log never has the token");
+    // Passing it as an argument is exactly what the scan catches.
+    let watch = l.lab.watch_cmdlines();
+    let _ = l.run(2, &format!("sleep 0.2; true --token {TOKEN}"));
+    assert!(watch.stop().iter().any(|c| c.contains(TOKEN)));
+    assert!(l.lab.processes_cmdlines().iter().any(|c| c.contains("/usr/local/bin/k3s agent")));
+}
+
+#[test]
+fn metallb_pools_are_refused_until_the_webhook_is_ready() {
+    let Some(l) = Lab::start(1, K3sOptions::default()) else { return };
+    l.lab.set_delays(Delays { metallb: 1.5, ..fast() });
+    l.bootstrap(0, V32, "--disable servicelb");
+    let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: k3sx-pool, namespace: metallb-system}\n\
+                spec: {addresses: [\"127.0.3.10-127.0.3.20\"]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\n\
+                metadata: {name: k3sx-l2, namespace: metallb-system}\nspec: {ipAddressPools: [k3sx-pool]}\n";
+    let apply_pool = || l.pool.run_with_input(&l.target(0), "k3s kubectl apply -f -", pool.as_bytes(), false);
+    let e = apply_pool().unwrap_err().to_string();
+    assert!(
+        e.contains("no matches for kind \"IPAddressPool\"") && e.contains("ensure CRDs are installed first"),
+        "{e}"
+    );
+
+    let manifest = l.lab.url_of("metallb-native.yaml");
+    let out = l.kubectl(0, &format!("apply -f {manifest}"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("namespace/metallb-system created"), "{}", out.stdout);
+    assert!(out.stdout.contains("deployment.apps/controller created"), "{}", out.stdout);
+    let e = apply_pool().unwrap_err().to_string();
+    assert!(
+        e.contains("failed calling webhook \"ipaddresspoolvalidationwebhook.metallb.io\"")
+            && e.contains("connect: connection refused"),
+        "{e}"
+    );
+    let ep = l.kubectl_json(0, "get endpoints -n metallb-system metallb-webhook-service");
+    assert!(ep["subsets"].as_array().is_none_or(|s| s.iter().all(|s| s.get("addresses").is_none())), "{ep}");
+    let dep = l.kubectl_json(0, "get deployment -n metallb-system controller");
+    let available = dep["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Available").unwrap();
+    assert_eq!(available["status"], "False");
+
+    let start = Instant::now();
+    let out = l.kubectl(0, "wait -n metallb-system deployment/controller --for condition=Available --timeout=20s");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "deployment.apps/controller condition met");
+    assert!(start.elapsed() > Duration::from_millis(300), "it waited: {:?}", start.elapsed());
+    let ep = l.kubectl_json(0, "get endpoints -n metallb-system metallb-webhook-service");
+    assert!(ep["subsets"][0]["addresses"][0]["ip"].is_string(), "{ep}");
+    let out = apply_pool().unwrap();
+    assert_eq!(out.stdout, "ipaddresspool.metallb.io/k3sx-pool created\nl2advertisement.metallb.io/k3sx-l2 created\n");
+    let out = apply_pool().unwrap();
+    assert!(out.stdout.contains("ipaddresspool.metallb.io/k3sx-pool unchanged"), "{}", out.stdout);
+    let pools = l.kubectl_json(0, "get ipaddresspools.metallb.io -n metallb-system");
+    assert_eq!(pools["items"][0]["spec"]["addresses"][0], "127.0.3.10-127.0.3.20");
+    let bad = pool.replace("127.0.3.10-127.0.3.20", "127.0.3.300-1");
+    let e = l.pool.run_with_input(&l.target(0), "k3s kubectl apply -f -", bad.as_bytes(), false).unwrap_err();
+    assert!(e.to_string().contains("denied the request: invalid CIDR"), "{e}");
+    // A wait on something that does not exist fails at once, as kubectl's does.
+    let out = l.kubectl(0, "wait -n metallb-system deployment/nope --for condition=Available --timeout=5s");
+    assert!(out.code != 0 && out.stderr.contains("not found"), "{}", out.stderr);
+}
+
+fn kube_vip_manifest(vip: std::net::Ipv4Addr, iface: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: kube-vip-ds\n  namespace: kube-system\nspec:\n  selector:\n    \
+         matchLabels: {{app.kubernetes.io/name: kube-vip-ds}}\n  template:\n    metadata:\n      labels: {{app.kubernetes.io/name: kube-vip-ds}}\n    \
+         spec:\n      affinity:\n        nodeAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n            nodeSelectorTerms:\n            \
+         - matchExpressions:\n              - {{key: node-role.kubernetes.io/master, operator: Exists}}\n            - matchExpressions:\n              \
+         - {{key: node-role.kubernetes.io/control-plane, operator: Exists}}\n      containers:\n      - args: [manager]\n        env:\n        \
+         - {{name: vip_arp, value: \"true\"}}\n        - {{name: port, value: \"6443\"}}\n        - {{name: vip_interface, value: {iface}}}\n        \
+         - {{name: vip_subnet, value: \"32\"}}\n        - {{name: cp_enable, value: \"true\"}}\n        - {{name: cp_namespace, value: kube-system}}\n        \
+         - {{name: vip_leaderelection, value: \"true\"}}\n        - {{name: address, value: {vip}}}\n        - {{name: svc_enable, value: \"false\"}}\n        \
+         image: ghcr.io/kube-vip/kube-vip:v0.9.1\n        name: kube-vip\n      hostNetwork: true\n      serviceAccountName: kube-vip\n      \
+         tolerations:\n      - {{effect: NoSchedule, operator: Exists}}\n      - {{effect: NoExecute, operator: Exists}}\n"
+    )
+}
+
+impl Lab {
+    fn write_kube_vip(&self, i: usize) {
+        let dir = "/var/lib/rancher/k3s/server/manifests";
+        self.run(i, &format!("mkdir -p {dir}")).unwrap();
+        let rbac = std::fs::read(self.lab.kube_vip_rbac()).unwrap();
+        self.pool.write(&self.target(i), &format!("{dir}/kube-vip-rbac.yaml"), &rbac, 0o600).unwrap();
+        let ds = kube_vip_manifest(self.lab.vip(), &self.lab.iface(i));
+        self.pool.write(&self.target(i), &format!("{dir}/kube-vip.yaml"), ds.as_bytes(), 0o600).unwrap();
+    }
+
+    fn wait_vip(&self) -> usize {
+        let vip = self.lab.vip();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let holders = self.lab.hosts_with_address(vip);
+            if std::net::TcpStream::connect_timeout(&(vip, 6443).into(), Duration::from_millis(200)).is_ok()
+                && !holders.is_empty()
+            {
+                return holders[0];
+            }
+            assert!(Instant::now() < deadline, "the VIP did not come up:\n{}", self.lab.event_log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn vip_answers(vip: std::net::Ipv4Addr) -> bool {
+    std::net::TcpStream::connect_timeout(&(vip, 6443).into(), Duration::from_millis(200)).is_ok()
+}
+
+#[test]
+fn kube_vip_serves_the_vip_from_a_server_and_uninstall_leaves_it_on_the_nic() {
+    let Some(l) = Lab::start(4, K3sOptions::default()) else { return };
+    let vip = l.lab.vip();
+    l.write_kube_vip(0);
+    l.bootstrap(0, V32, "");
+    assert_eq!(l.wait_vip(), 0, "the only server leads");
+    let addrs = l.run(0, "ip -j addr show dev ens18").unwrap().stdout;
+    assert!(addrs.contains(&format!("\"local\": \"{vip}\"")), "{addrs}");
+    let route: Value = serde_json::from_str(&l.run(2, "ip -j route get 127.0.1.1").unwrap().stdout).unwrap();
+    assert_eq!(
+        (route[0]["dev"].as_str(), route[0]["prefsrc"].as_str()),
+        (Some("ens18"), Some(&*l.lab.addr(2).to_string()))
+    );
+    // Servers and an agent join through the VIP.
+    for i in [1, 2] {
+        let out = l.join_server(i, 0, V32, "");
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        l.wait_voters(i + 1);
+    }
+    let out = l.join_agent(3, &vip.to_string(), V32);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let manifests = &l.lab.events_of("manifests")[0];
+    assert_eq!(manifests["files"], serde_json::json!(["kube-vip-rbac.yaml", "kube-vip.yaml"]), "present at start");
+
+    // The leader's k3s goes: another server takes the VIP, the cluster keeps serving.
+    l.run(0, "systemctl stop k3s").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(l.lab.hosts_with_address(vip).iter().any(|h| *h != 0) && vip_answers(vip)) {
+        assert!(Instant::now() < deadline, "no other server took the VIP:\n{}", l.lab.event_log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let nodes = l.kubectl_json(1, "get nodes");
+    assert_eq!(nodes["items"].as_array().unwrap().len(), 4);
+    assert!(l.lab.nic_addresses(0).contains(&vip.to_string()), "a stopped kube-vip leaves its address behind");
+
+    // Uninstall removes what the install wrote, and leaves the VIP on the NIC.
+    let out = l.run_unchecked(0, "/usr/local/bin/k3s-uninstall.sh");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(l.lab.k3s_files(0), Vec::<String>::new());
+    assert!(l.lab.nic_addresses(0).contains(&vip.to_string()), "uninstall leaves the VIP");
+    assert!(l.lab.host(0).root().join("etc/rancher/node/password").exists(), "and the node password, as K3s does");
+    let e = l.run(0, &format!("ip addr del {vip}/32 dev eth0")).unwrap_err().to_string();
+    assert!(e.contains("Cannot find device \"eth0\""), "{e}");
+    l.run(0, &format!("ip addr del {vip}/32 dev ens18")).unwrap();
+    assert!(!l.lab.nic_addresses(0).contains(&vip.to_string()));
+    let e = l.run(0, &format!("ip addr del {vip}/32 dev ens18")).unwrap_err().to_string();
+    assert!(e.contains("Cannot assign requested address"), "{e}");
+    // The uninstalled server is still a Node and an etcd member until it is deleted.
+    assert!(l.lab.node("k3sx-lab-1").is_some());
+    assert_eq!(l.lab.etcd_members().len(), 3);
+}
+
+#[test]
+fn a_join_through_a_vip_that_is_not_in_tls_san_fails_with_an_x509_error() {
+    let Some(l) = Lab::start(2, K3sOptions::default()) else { return };
+    let vip = l.lab.vip();
+    l.write_kube_vip(0);
+    let out = l.install(0, &format!("INSTALL_K3S_VERSION={V32}"), "server --cluster-init");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    l.wait_vip();
+    let out = l.join_agent(1, &vip.to_string(), V32);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains(&format!("x509: certificate is valid for")) && out.stderr.contains(&format!("not {vip}")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_upgrade_restarts_with_the_new_version_and_skips_or_newer_agents_are_refused() {
+    let Some(l) = Lab::start(3, K3sOptions::default()) else { return };
+    l.bootstrap(0, V31, "");
+    assert_eq!(l.join_server(1, 0, V31, "").code, 0);
+    l.wait_voters(2);
+    let out = l.join_agent(2, &l.lab.addr(0).to_string(), V32);
+    assert_ne!(out.code, 0, "an agent newer than the servers");
+    assert!(out.stderr.contains("newer than the cluster's oldest server"), "{}", out.stderr);
+    assert_eq!(l.join_agent(2, &l.lab.addr(0).to_string(), V31).code, 0);
+
+    let out = l.bootstrap_like(0, V33);
+    assert_ne!(out.code, 0, "1.31 -> 1.33 skips a minor");
+    assert!(out.stderr.contains("version skew"), "{}", out.stderr);
+    let out = l.bootstrap_like(0, V32);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let node = l.lab.node("k3sx-lab-1").unwrap();
+    assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], V32);
+    assert_eq!(K3sLab::condition(&node, "EtcdIsVoter").as_deref(), Some("False"), "learner again after a restart");
+    assert_eq!(K3sLab::condition(&node, "Ready").as_deref(), Some("False"), "not Ready right after the restart");
+    l.wait_voters(2);
+    let out = l.run(0, "k3s --version").unwrap().stdout;
+    assert!(out.starts_with(&format!("k3s version {V32} (")), "{out}");
+    assert_eq!(l.join_server(1, 0, V32, "").code, 0);
+    l.wait_voters(2);
+    assert_eq!(l.join_agent(2, &l.lab.addr(0).to_string(), V32).code, 0);
+    let nodes = l.lab.wait_nodes(Duration::from_secs(5), |n| n.iter().all(K3sLab::is_ready));
+    assert!(nodes.iter().all(|n| n["status"]["nodeInfo"]["kubeletVersion"] == V32));
+    let versions: Vec<(usize, String)> =
+        l.lab.installs().iter().map(|r| (r.index, r.version.clone().unwrap_or_default())).collect();
+    assert_eq!(versions.len(), 8, "{versions:?}");
+}
+
+impl Lab {
+    /// The bootstrap server's install again (same arguments) with another version.
+    fn bootstrap_like(&self, i: usize, version: &str) -> Output {
+        let vip = self.lab.vip();
+        self.install(
+            i,
+            &format!("INSTALL_K3S_VERSION={version}"),
+            &format!("server --cluster-init --tls-san {vip} --node-ip {} ", self.lab.addr(i)),
+        )
+    }
+}
