@@ -241,3 +241,40 @@ fn exit_ends_the_script_with_its_status() {
         assert!(!run.stdout.contains("not reached") && run.stderr.is_empty(), "{}", run.stderr);
     }
 }
+
+#[test]
+fn parallel_gives_every_worker_its_own_copy_of_captured_closures_and_maps() {
+    let script = r#"
+let secret = 1000;
+let hosts = [1, 2, 3, 4, 5, 6, 7, 8];
+let f = |h| { sleep(0.05); secret + h };
+let direct = parallel(hosts, |h| f.call(h), 8);
+let cfg = #{base: 5, nested: #{k: 7}, add: |x| x + 1};
+let g = |h| cfg.add.call(h) + cfg.base + cfg.nested.k;
+let k = |h| { sleep(0.02); g.call(h) * 2 };
+let nested = parallel(hosts, |h| k.call(h), 4);
+let show = |rs| to_json(rs.map(|r| if r.ok { r.value } else { r.error }));
+print(show.call(direct));
+print(show.call(nested));
+"#;
+    let t = Test::new().file("p.rhai", script).args(&["run", "p.rhai"]);
+    for _ in 0..3 {
+        let run = t.run().status(0);
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines, ["[1001,1002,1003,1004,1005,1006,1007,1008]", "[28,30,32,34,36,38,40,42]"], "{}", run.stderr);
+    }
+}
+
+#[test]
+fn parallel_accepts_exclusive_and_inclusive_ranges() {
+    Test::new()
+        .file(
+            "r.rhai",
+            "print(to_json(parallel(0..16, |i| i * 2, 4).map(|r| r.value)));\n\
+             print(to_json(parallel(0..=3, |i| i + 1).map(|r| r.item)));",
+        )
+        .args(&["run", "r.rhai"])
+        .run()
+        .status(0)
+        .stdout_has("[0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30]\n[0,1,2,3]\n");
+}

@@ -320,6 +320,47 @@ fn register_parallel(m: &mut Module, host: &Arc<Host>) {
         "`parallel(items, f, 8)`.",
         move |ctx: NativeCallContext, items: Array, f: FnPtr| parallel(&h, ctx, items, f, DEFAULT_PARALLEL),
     );
+    let ints = |range: std::ops::Range<INT>| range.map(Dynamic::from_int).collect::<Array>();
+    let h = host.clone();
+    register(
+        m,
+        "parallel",
+        &["items: Range<INT>", "f: FnPtr", "limit: INT", "Array"],
+        "`parallel` over the integers of a range: `parallel(0..16, |i| ..., 4)`.",
+        move |ctx: NativeCallContext, items: std::ops::Range<INT>, f: FnPtr, limit: INT| {
+            parallel(&h, ctx, ints(items), f, limit)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "parallel",
+        &["items: Range<INT>", "f: FnPtr", "Array"],
+        "`parallel(0..n, f, 8)`.",
+        move |ctx: NativeCallContext, items: std::ops::Range<INT>, f: FnPtr| {
+            parallel(&h, ctx, ints(items), f, DEFAULT_PARALLEL)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "parallel",
+        &["items: RangeInclusive<INT>", "f: FnPtr", "limit: INT", "Array"],
+        "`parallel` over the integers of an inclusive range: `parallel(0..=3, |i| ..., 2)`.",
+        move |ctx: NativeCallContext, items: std::ops::RangeInclusive<INT>, f: FnPtr, limit: INT| {
+            parallel(&h, ctx, items.map(Dynamic::from_int).collect(), f, limit)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "parallel",
+        &["items: RangeInclusive<INT>", "f: FnPtr", "Array"],
+        "`parallel(0..=n, f, 8)`.",
+        move |ctx: NativeCallContext, items: std::ops::RangeInclusive<INT>, f: FnPtr| {
+            parallel(&h, ctx, items.map(Dynamic::from_int).collect(), f, DEFAULT_PARALLEL)
+        },
+    );
 }
 
 /// Runs the items on worker threads. The changes they make keep plan order: item by item, as
@@ -342,12 +383,15 @@ fn parallel(host: &Host, ctx: NativeCallContext, items: Array, f: FnPtr, limit: 
             s.spawn(|| {
                 #[allow(deprecated)]
                 let c = store.create_context(engine);
+                // The closure's captured variables are shared cells: threads calling through
+                // them at once contend ("Data race detected"). Each worker gets its own copy.
+                let f = detached_fn(&f);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
                     #[allow(deprecated)]
                     let outcome =
-                        ChangeLog::in_item(&group, i, || f.call_within_context::<Dynamic>(&c, (item.clone(),)));
+                        ChangeLog::in_item(&group, i, || f.call_within_context::<Dynamic>(&c, (detached(item),)));
                     *results[i].lock().expect("no worker panics holding it") = Some(item_result(item, outcome));
                 }
             });
@@ -363,6 +407,29 @@ fn parallel(host: &Host, ctx: NativeCallContext, items: Array, f: FnPtr, limit: 
         return Err(EvalAltResult::ErrorTerminated(terminated, rhai::Position::NONE).into());
     }
     Ok(results)
+}
+
+/// A deep copy that shares nothing with `value`: shared cells (captured variables) become
+/// plain values, also inside arrays, maps and the captures of closures.
+fn detached(value: &Dynamic) -> Dynamic {
+    let value = value.flatten_clone();
+    if value.is_fnptr() {
+        return Dynamic::from(detached_fn(&value.cast::<FnPtr>()));
+    }
+    if value.is_array() {
+        return Dynamic::from_array(value.cast::<Array>().iter().map(detached).collect());
+    }
+    if value.is_map() {
+        return Dynamic::from_map(value.cast::<Map>().into_iter().map(|(k, v)| (k, detached(&v))).collect());
+    }
+    value
+}
+
+/// A closure whose captured variables are [`detached`] copies.
+fn detached_fn(f: &FnPtr) -> FnPtr {
+    let mut copy = f.clone();
+    copy.set_curry(f.iter_curry().map(detached).collect::<Vec<_>>());
+    copy
 }
 
 fn item_result(item: &Dynamic, outcome: RhaiResult<Dynamic>) -> Dynamic {
