@@ -102,3 +102,23 @@ fn the_error_that_ends_a_run_shows_control_characters_escaped() {
     let shown = HOSTILE_SHOWN.replace(r"\n", "\n");
     assert!(run.stderr.contains(&format!("error: VM {shown} did not start")), "{}", run.stderr);
 }
+
+#[test]
+fn live_progress_lines_show_control_characters_escaped() {
+    use expectrl::Expect;
+    let script = format!(
+        "let n = {HOSTILE};\nlet p = progress([n]);\np.update(n, `waiting on ${{n}}`);\nsleep(0.4);\n\
+         p.finish(n, false, `failed: ${{n}}`);\nsleep(0.2);\np.close();\n"
+    );
+    let t = Test::new().file("t.rhai", &script);
+    let mut cmd = t.command();
+    cmd.args(["run", "t.rhai"]).env("TERM", "xterm");
+    let mut s = expectrl::Session::spawn(cmd).expect("spawn k3sx in a pty");
+    s.set_expect_timeout(Some(std::time::Duration::from_secs(10)));
+    let seen = String::from_utf8_lossy(s.expect(expectrl::Eof).expect("the run ends").as_bytes()).into_owned();
+    for raw in ["\x07", "\x1b[2J", "\x1b]0;", "\x1b[31m"] {
+        assert!(!seen.contains(raw), "{raw:?} reached the terminal raw: {seen:?}");
+    }
+    assert!(seen.contains(&format!("waiting on {HOSTILE_SHOWN}")), "{seen:?}");
+    assert!(seen.contains(&format!("failed: {HOSTILE_SHOWN}")), "{seen:?}");
+}

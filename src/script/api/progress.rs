@@ -11,7 +11,7 @@ use rhai::{Array, Module};
 
 use super::register;
 use crate::script::Host;
-use crate::ui::{Level, Ui};
+use crate::ui::{Level, Ui, printable};
 
 /// The handle scripts hold: `let p = progress(keys); p.update(k, "waiting"); p.finish(k, true, "done");`
 #[derive(Clone)]
@@ -45,14 +45,16 @@ impl Progress {
         } else {
             ProgressDrawTarget::hidden()
         });
-        let width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+        // Keys and messages come from outside (VM names from the API): escaped when shown.
+        let width = keys.iter().map(|k| printable(k).chars().count()).max().unwrap_or(0);
         let style = ProgressStyle::with_template(&format!("{{spinner}} {{prefix:<{width}}}  {{elapsed:>4}}  {{msg}}"))
             .expect("a valid template");
         let mut bars = HashMap::new();
         if mode == Mode::Live {
             host.ui.set_live(Some(multi.clone()));
             for key in keys {
-                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(key.clone()));
+                let bar = multi
+                    .add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(printable(key).into_owned()));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bars.insert(key.clone(), bar);
             }
@@ -64,7 +66,7 @@ impl Progress {
         match self.0.mode {
             Mode::Live => {
                 if let Some(bar) = self.0.bars.lock().expect("not poisoned").get(key) {
-                    bar.set_message(message.to_string());
+                    bar.set_message(printable(message).into_owned());
                 }
             }
             Mode::Plain => self.0.ui.log(Level::Info, &format!("{key}: {message}")),
@@ -79,7 +81,7 @@ impl Progress {
                     let mark = if ok { "✓" } else { "✗" };
                     bar.set_style(ProgressStyle::with_template("{prefix} {msg}").expect("a valid template"));
                     bar.set_prefix(format!("{mark} {}", bar.prefix()));
-                    bar.finish_with_message(message.to_string());
+                    bar.finish_with_message(printable(message).into_owned());
                 }
             }
             // The summary names every failure as an error; here it is the moment it happened.
