@@ -193,3 +193,16 @@ fn run_of_a_workflow_script_gets_the_flag_defaults_and_arg_cannot_replace_a_flag
     assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/102/status/start"]);
     t.run_args(&["start", "--arg", "vm=101"]).status(2).stderr_has("use --vm");
 }
+
+#[test]
+fn an_unknown_vm_names_the_vmids_that_can_be_selected() {
+    let Some(pve) = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET},
+        "vms": [vm(101, "pve1", "running", "k3s-server"), vm(102, "pve1", "running", "k3s-agent"), vm(200, "pve1", "running", "web")]}))
+    else {
+        return;
+    };
+    let run = Test::new().pve(&pve, None).args(&["stop", "--vm", "999"]).run().status(2);
+    assert!(run.stderr.contains("--vm 999: not among the selected K3s VMs (101, 102)"), "{}", run.stderr);
+    let run = Test::new().pve(&pve, None).args(&["stop", "--role", "agent", "--vm", "101"]).run().status(2);
+    assert!(run.stderr.contains("--vm 101: not among the selected K3s VMs (102)"), "{}", run.stderr);
+}
