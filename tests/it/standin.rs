@@ -1,6 +1,7 @@
 //! The K3s stand-in (`tests/lab/k3s/`) over real SSH: it behaves like the K3s install script
 //! and binary where k3sx relies on them, and refuses what K3s refuses.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,8 @@ fn fast() -> Delays {
         metallb: 0.4,
         webhook_lag: 0.0,
         finalizer: 0.1,
-        grace: 1.0,
-        heartbeat: 0.1,
+        grace: 2.0,
+        heartbeat: 0.25,
         restart: 30.0,
         join_timeout: 3.0,
         start_timeout: 30.0,
@@ -468,12 +469,15 @@ fn an_upgrade_restarts_with_the_new_version_and_skips_or_newer_agents_are_refuse
     let out = l.bootstrap_like(0, V33);
     assert_ne!(out.code, 0, "1.31 -> 1.33 skips a minor");
     assert!(out.stderr.contains("version skew"), "{}", out.stderr);
+    // Slow enough to see the restarted server before it is Ready and a voter again.
+    l.lab.set_delays(Delays { ready: 3.0, learner: 3.0, ..fast() });
     let out = l.bootstrap_like(0, V32);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let node = l.lab.node("k3sx-lab-1").unwrap();
     assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], V32);
     assert_eq!(K3sLab::condition(&node, "EtcdIsVoter").as_deref(), Some("False"), "learner again after a restart");
     assert_eq!(K3sLab::condition(&node, "Ready").as_deref(), Some("False"), "not Ready right after the restart");
+    l.lab.set_delays(fast());
     l.wait_voters(2);
     let out = l.run(0, "k3s --version").unwrap().stdout;
     assert!(out.starts_with(&format!("k3s version {V32} (")), "{out}");
@@ -497,4 +501,212 @@ impl Lab {
             &format!("server --cluster-init --tls-san {vip} --node-ip {} ", self.lab.addr(i)),
         )
     }
+}
+
+#[test]
+fn drain_and_delete_node_act_on_the_cluster_and_a_servers_etcd_member_goes_with_it() {
+    let Some(l) = Lab::start(4, K3sOptions::default()) else { return };
+    l.bootstrap(0, V32, "");
+    for i in [1, 2] {
+        assert_eq!(l.join_server(i, 0, V32, "").code, 0);
+        l.wait_voters(i + 1);
+    }
+    assert_eq!(l.join_agent(3, &l.lab.addr(0).to_string(), V32).code, 0);
+    l.lab.wait_nodes(Duration::from_secs(5), |n| n.len() == 4 && n.iter().all(K3sLab::is_ready));
+
+    // svclb (servicelb is on) runs a DaemonSet pod on every node: a bare drain is refused.
+    let out = l.kubectl(0, "drain k3sx-lab-4");
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore)"),
+        "{}",
+        out.stderr
+    );
+    let out = l.kubectl(0, "drain k3sx-lab-4 --ignore-daemonsets --delete-emptydir-data --timeout=30s");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("node/k3sx-lab-4 drained"), "{}", out.stdout);
+    let node = l.kubectl_json(0, "get node k3sx-lab-4");
+    assert_eq!(node["spec"]["unschedulable"], true);
+    let pods = l.kubectl_json(0, "get pods -A --field-selector spec.nodeName=k3sx-lab-4");
+    let owners: Vec<&str> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["ownerReferences"][0]["kind"].as_str().unwrap())
+        .collect();
+    assert!(owners.iter().all(|k| *k == "DaemonSet"), "only DaemonSet pods are left: {owners:?}");
+    assert_eq!(l.kubectl(0, "uncordon k3sx-lab-4").stdout, "node/k3sx-lab-4 uncordoned\n");
+    assert_eq!(l.kubectl(0, "label node k3sx-lab-4 node.longhorn.io/create-default-disk=true").code, 0);
+    let out = l.kubectl(0, "label node k3sx-lab-4 node.longhorn.io/create-default-disk=false");
+    assert!(out.code != 0 && out.stderr.contains("--overwrite is false"), "{}", out.stderr);
+    assert_eq!(l.kubectl(0, "label node k3sx-lab-4 node.longhorn.io/create-default-disk=false --overwrite").code, 0);
+    assert_eq!(
+        l.lab.node("k3sx-lab-4").unwrap()["metadata"]["labels"]["node.longhorn.io/create-default-disk"],
+        "false"
+    );
+
+    // A server's k3s stopped, then its Node deleted: the finalizer removes its etcd member.
+    l.run(2, "systemctl stop k3s").unwrap();
+    let out = l.kubectl(0, "delete node k3sx-lab-3");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "node \"k3sx-lab-3\" deleted\n"), "{}", out.stderr);
+    assert!(l.lab.node("k3sx-lab-3").is_none());
+    let members: Vec<String> = l.lab.etcd_members().iter().map(|m| m["node"].as_str().unwrap().to_string()).collect();
+    assert_eq!(members, ["k3sx-lab-1", "k3sx-lab-2"]);
+    // Its old data does not rejoin: the member was removed.
+    let out = l.run_unchecked(2, "systemctl start k3s");
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("permanently removed from the cluster"), "{}", out.stderr);
+    // An agent deleted while its k3s still runs registers again (as a kubelet does).
+    assert_eq!(l.kubectl(0, "delete node k3sx-lab-4").code, 0);
+    let nodes = l.lab.wait_nodes(Duration::from_secs(5), |n| n.iter().any(|n| n["metadata"]["name"] == "k3sx-lab-4"));
+    assert_eq!(nodes.len(), 3);
+    let e = l.kubectl(0, "delete node nope");
+    assert!(e.stderr.contains("nodes \"nope\" not found"), "{}", e.stderr);
+    // A forced delete skips the finalizer: the Node goes, the etcd member stays; its
+    // running k3s registers the Node again.
+    let out = l.kubectl(0, "delete node k3sx-lab-2 --force");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(l.lab.etcd_members().len(), 2, "the member stays");
+    l.lab.wait_nodes(Duration::from_secs(5), |n| n.iter().any(|n| n["metadata"]["name"] == "k3sx-lab-2"));
+    // Two members, one of them down: no quorum (what `remove-node` must never leave).
+    l.run(1, "systemctl stop k3s").unwrap();
+    std::thread::sleep(Duration::from_secs_f64(fast().grace + 0.3));
+    let out = l.kubectl(0, "get nodes");
+    assert!(out.code != 0 && out.stderr.contains("etcdserver: request timed out"), "{}", out.stderr);
+}
+
+#[test]
+fn a_rebuilt_vm_under_the_same_name_is_rejected_until_its_node_is_deleted() {
+    let hostnames = ["k3sx-a", "k3sx-b", "k3sx-b"].map(String::from).to_vec();
+    let Some(mut l) = Lab::start(3, K3sOptions { hostnames, ..K3sOptions::default() }) else { return };
+    l.bootstrap(0, V32, "");
+    let server = l.lab.addr(0).to_string();
+    assert_eq!(l.join_agent(1, &server, V32).code, 0);
+    let out = l.join_agent(2, &server, V32);
+    assert_ne!(out.code, 0, "a second host with the same name");
+    assert!(out.stderr.contains("Node password rejected"), "{}", out.stderr);
+
+    // Reinstalling on the same VM keeps /etc/rancher/node: it may join again.
+    l.run(1, "k3s-agent-uninstall.sh").unwrap();
+    assert_eq!(l.join_agent(1, &server, V32).code, 0);
+    // A rebuilt VM (new disk) is another node under the same name.
+    l.lab.rebuild(1, None, false);
+    l.write_token(1, TOKEN);
+    let out = l.join_agent(1, &server, V32);
+    assert!(out.code != 0 && out.stderr.contains("Node password rejected"), "{}", out.stderr);
+    assert_eq!(l.kubectl(0, "delete node k3sx-b").code, 0);
+    let out = l.install(
+        1,
+        &format!("INSTALL_K3S_FORCE_RESTART=true INSTALL_K3S_VERSION={V32} K3S_URL=https://{server}:6443"),
+        &format!("--node-ip {}", l.lab.addr(1)),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(l.lab.node("k3sx-b").is_some());
+}
+
+#[test]
+fn etcd_snapshot_save_writes_a_file_that_ls_lists() {
+    let Some(l) = Lab::start(1, K3sOptions::default()) else { return };
+    l.bootstrap(0, V32, "");
+    let out = l.run(0, "k3s etcd-snapshot save --name k3sx-pre-upgrade-1").unwrap();
+    let name = out.stderr.lines().find_map(|line| line.split("Snapshot ").nth(1)?.strip_suffix(" saved.\"")).unwrap();
+    assert!(name.starts_with("k3sx-pre-upgrade-1-k3sx-lab-1-"), "{}", out.stderr);
+    let dir = l.lab.host(0).root().join("var/lib/rancher/k3s/server/db/snapshots");
+    assert!(dir.join(name).is_file());
+    let ls = l.run(0, "k3s etcd-snapshot ls").unwrap().stdout;
+    assert!(ls.contains(name), "{ls}");
+    assert_eq!(l.lab.events_of("etcd-snapshot")[0]["name"], name);
+    l.run(0, "systemctl stop k3s").unwrap();
+    let e = l.run(0, "k3s etcd-snapshot save").unwrap_err().to_string();
+    assert!(e.contains("etcd is not running"), "{e}");
+}
+
+#[test]
+fn airgap_installs_need_the_binary_in_place_and_take_its_version() {
+    let Some(l) = Lab::start(1, K3sOptions::default()) else { return };
+    let t = l.target(0);
+    l.pool.upload(&t, &l.lab.install_script(), "/tmp/k3s-install.sh", 0o755).unwrap();
+    let cmd = format!(
+        "INSTALL_K3S_SKIP_DOWNLOAD=true K3S_TOKEN_FILE={TOKEN_FILE} sh /tmp/k3s-install.sh server --cluster-init"
+    );
+    let out = l.run_unchecked(0, &cmd);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("Executable k3s binary not found at /usr/local/bin/k3s"), "{}", out.stderr);
+    l.pool.upload(&t, &l.lab.binary(V31), "/usr/local/bin/k3s", 0o644).unwrap();
+    let out = l.run_unchecked(0, &cmd);
+    assert!(out.code != 0 && out.stderr.contains("Executable k3s binary not found"), "not executable: {}", out.stderr);
+    l.pool.upload(&t, &l.lab.binary(V31), "/usr/local/bin/k3s", 0o755).unwrap();
+    let out = l.run_unchecked(0, &cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("Skipping k3s download and verify"), "{}", out.stdout);
+    let log = l.lab.install_log(0);
+    assert_eq!((log[2].mode.as_str(), log[2].version.as_deref()), ("airgap", Some(V31)));
+    assert_eq!(l.lab.node("k3sx-lab-1").unwrap()["status"]["nodeInfo"]["kubeletVersion"], V31);
+    assert!(l.lab.http_requests().is_empty(), "nothing fetched: {:?}", l.lab.http_requests());
+    // Online mode refuses to guess a version (there is no channel server on the hosts' side).
+    let out = l.install(0, "", "server --cluster-init");
+    assert!(out.code != 0 && out.stderr.contains("INSTALL_K3S_VERSION is required"), "{}", out.stderr);
+    let out = l.install(0, "INSTALL_K3S_VERSION=v1.32.99+k3s1", "server --cluster-init");
+    assert!(out.code != 0 && out.stderr.contains("Download failed"), "{}", out.stderr);
+    assert_eq!(l.lab.http_requests().iter().filter(|r| r.ends_with("/install.sh")).count(), 2);
+}
+
+#[test]
+fn injected_faults_fail_the_install_and_make_sudo_ask_for_a_password_on_one_host() {
+    let Some(l) = Lab::start(2, K3sOptions::default()) else { return };
+    l.lab.set_fault(1, Fault::InstallFails("simulated download failure".into()));
+    l.bootstrap(0, V32, "");
+    let out = l.join_agent(1, &l.lab.addr(0).to_string(), V32);
+    assert!(out.code != 0 && out.stderr.contains("[ERROR]  simulated download failure"), "{}", out.stderr);
+    assert_eq!(l.lab.k3s_files(1), Vec::<String>::new(), "nothing changed");
+    l.lab.clear_faults(1);
+    l.lab.set_fault(1, Fault::StartFails("simulated crash".into()));
+    let out = l.join_agent(1, &l.lab.addr(0).to_string(), V32);
+    assert!(out.code != 0 && out.stderr.contains("simulated crash"), "{}", out.stderr);
+    assert_eq!(l.lab.service_state(1, "k3s-agent"), "activating", "Restart=always: auto-restart pending");
+    l.lab.clear_faults(1);
+    l.lab.set_fault(1, Fault::NeverReady);
+    let out = l.install(
+        1,
+        &format!("INSTALL_K3S_FORCE_RESTART=true INSTALL_K3S_VERSION={V32} K3S_URL=https://{}:6443", l.lab.addr(0)),
+        &format!("--node-ip {}", l.lab.addr(1)),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(K3sLab::condition(&l.lab.node("k3sx-lab-2").unwrap(), "Ready").as_deref(), Some("False"));
+
+    l.lab.set_fault(1, Fault::SudoPassword);
+    let kh = l.lab.ssh().known_hosts(KnownHosts::Plain);
+    let user = SshPool::new(l.lab.settings(USER_NOPASSWD, &kh));
+    assert_eq!(user.run(&l.target(0), "id -u", true).unwrap().stdout.trim(), "0");
+    let e = user.run(&l.target(1), "id -u", true).unwrap_err();
+    assert_eq!(e.kind(), "sudo_password", "{e}");
+    l.lab.clear_faults(1);
+    assert_eq!(user.run(&l.target(1), "id -u", true).unwrap().stdout.trim(), "0");
+}
+
+#[test]
+fn three_servers_survive_one_down_and_lose_quorum_with_two_down() {
+    let Some(l) = Lab::start(3, K3sOptions::default()) else { return };
+    l.bootstrap(0, V32, "");
+    for i in [1, 2] {
+        assert_eq!(l.join_server(i, 0, V32, "").code, 0);
+        l.wait_voters(i + 1);
+    }
+    assert_eq!(l.lab.ssh().hosts().iter().map(|h| h.port).collect::<BTreeSet<_>>().len(), 1, "one SSH port");
+    l.run(0, "/usr/local/bin/k3s-killall.sh").unwrap();
+    assert_eq!(l.lab.service_state(0, "k3s"), "inactive");
+    let nodes = l.kubectl_json(1, "get nodes");
+    assert_eq!(nodes["items"].as_array().unwrap().len(), 3, "the others serve without the bootstrap server");
+    let n =
+        l.lab.wait_nodes(Duration::from_secs(5), |n| K3sLab::condition(&n[0], "Ready").as_deref() == Some("Unknown"));
+    assert!(K3sLab::is_ready(&n[1]) && K3sLab::is_ready(&n[2]));
+    l.run(1, "systemctl stop k3s").unwrap();
+    std::thread::sleep(Duration::from_secs_f64(fast().grace + 0.3)); // the members are seen dead
+    let out = l.kubectl(2, "get nodes");
+    assert!(out.code != 0 && out.stderr.contains("etcdserver: request timed out"), "{}{}", out.stdout, out.stderr);
+    // Back to two voters of three: the cluster answers again.
+    l.run(1, "systemctl start k3s").unwrap();
+    let out = l.kubectl(2, "get nodes -o name");
+    assert_eq!(out.stdout, "node/k3sx-lab-1\nnode/k3sx-lab-2\nnode/k3sx-lab-3\n", "{}", out.stderr);
 }

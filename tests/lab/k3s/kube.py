@@ -686,6 +686,26 @@ def reconcile(w):
     return events
 
 
+def reconcile_due(w):
+    """Whether reconcile would change anything: a due deletion, a pod to place or to drop."""
+    fin = float(w.delays["finalizer"])
+    if any(w.now >= d["at"] + fin for d in (w.st.get("deleting") or {}).values()):
+        return True
+    placements = w.st.get("placements") or {}
+    wanted = set()
+    for o in objects(w.st, "apps", "Deployment"):
+        ns, name = o["metadata"]["namespace"], o["metadata"]["name"]
+        podspec = ((o.get("spec") or {}).get("template") or {}).get("spec") or {}
+        replicas = (o.get("spec") or {}).get("replicas", 1)
+        for r in range(int(1 if replicas is None else replicas)):
+            key = "%s/%s/%d" % (ns, name, r)
+            wanted.add(key)
+            pl = placements.get(key)
+            if not (pl and pl["node"] in w.st["nodes"]) and pick_node(w, podspec, exclude=None):
+                return True
+    return any(k not in wanted for k in placements)
+
+
 def pick_node(w, podspec, exclude):
     load = {}
     for pl in (w.st.get("placements") or {}).values():
