@@ -92,36 +92,20 @@ pub enum PveError {
     RunState { host: String, method: String, path: String, node: String, vmid: u32, running: bool, message: String },
 
     /// A snapshot of the name asked for exists already (`snapshot name 'pre' already used`):
-    /// nothing was created. `snapshot` is the name as PVE's message gives it.
+    /// nothing was created. The name is read from PVE's message.
     #[error(
         "VM {vmid} on node `{node}` already has a snapshot {}: nothing was created ({method} {path} at \
          {host}: {message}); choose another name or delete that snapshot first",
-        snapshot_name(snapshot.as_deref())
+        snapshot_name(message)
     )]
-    SnapshotExists {
-        host: String,
-        method: String,
-        path: String,
-        node: String,
-        vmid: u32,
-        snapshot: Option<String>,
-        message: String,
-    },
+    SnapshotExists { host: String, method: String, path: String, node: String, vmid: u32, message: String },
 
     /// The VM has no snapshot of that name (`snapshot 'pre' does not exist`).
     #[error(
         "VM {vmid} on node `{node}` has no snapshot {} ({method} {path} at {host}: {message})",
-        snapshot_name(snapshot.as_deref())
+        snapshot_name(message)
     )]
-    SnapshotMissing {
-        host: String,
-        method: String,
-        path: String,
-        node: String,
-        vmid: u32,
-        snapshot: Option<String>,
-        message: String,
-    },
+    SnapshotMissing { host: String, method: String, path: String, node: String, vmid: u32, message: String },
 
     /// A task ended with an error exit status. `kind()` tells a lock (`locked`, `lock_timeout`),
     /// a run state (`already_running`, `not_running`) or a snapshot name (`snapshot_exists`,
@@ -181,8 +165,8 @@ impl PveError {
                 Some(Refusal::LockTimeout) => "lock_timeout",
                 Some(Refusal::AlreadyRunning) => "already_running",
                 Some(Refusal::NotRunning) => "not_running",
-                Some(Refusal::SnapshotExists(_)) => "snapshot_exists",
-                Some(Refusal::SnapshotMissing(_)) => "snapshot_missing",
+                Some(Refusal::SnapshotExists) => "snapshot_exists",
+                Some(Refusal::SnapshotMissing) => "snapshot_missing",
                 _ => "task_failed",
             },
             PveError::TaskTimeout { .. } | PveError::StatusTimeout { .. } => "timeout",
@@ -201,13 +185,13 @@ impl PveError {
             PveError::DigestMismatch { .. } => "config changed since it was read (digest mismatch)".to_string(),
             PveError::RunState { running: true, .. } => "already running".to_string(),
             PveError::RunState { running: false, .. } => "not running".to_string(),
-            PveError::SnapshotExists { snapshot, .. } => snapshot_exists_reason(snapshot.as_deref()),
-            PveError::SnapshotMissing { snapshot, .. } => snapshot_missing_reason(snapshot.as_deref()),
+            PveError::SnapshotExists { message, .. } => snapshot_exists_reason(message),
+            PveError::SnapshotMissing { message, .. } => snapshot_missing_reason(message),
             PveError::TaskFailed { exitstatus, .. } => match Refusal::of(exitstatus) {
                 Some(Refusal::Locked(lock)) => format!("VM locked ({lock})"),
                 Some(Refusal::LockTimeout) => "config lock held by another task".to_string(),
-                Some(Refusal::SnapshotExists(name)) => snapshot_exists_reason(name.as_deref()),
-                Some(Refusal::SnapshotMissing(name)) => snapshot_missing_reason(name.as_deref()),
+                Some(Refusal::SnapshotExists) => snapshot_exists_reason(exitstatus),
+                Some(Refusal::SnapshotMissing) => snapshot_missing_reason(exitstatus),
                 _ => format!("task failed: {}", exitstatus.trim()),
             },
             PveError::TaskTimeout { after, .. } => format!("timeout: task still running after {}", secs(after)),
@@ -288,10 +272,10 @@ pub(crate) enum Refusal {
     AlreadyRunning,
     /// `snapshot name 'pre' already used` (pve-guest-common), or a storage that refuses to make a
     /// snapshot whose name it holds already (ZFS: `cannot create snapshot '...@pre': dataset
-    /// already exists`): the snapshot's name, when the message quotes it.
-    SnapshotExists(Option<String>),
+    /// already exists`).
+    SnapshotExists,
     /// `snapshot 'pre' does not exist`.
-    SnapshotMissing(Option<String>),
+    SnapshotMissing,
 }
 
 impl Refusal {
@@ -325,35 +309,32 @@ impl Refusal {
             return Some(Refusal::AlreadyRunning);
         }
         if lower.contains("snapshot") && (lower.contains("already used") || lower.contains("already exists")) {
-            return Some(Refusal::SnapshotExists(quoted_snapshot(m)));
+            return Some(Refusal::SnapshotExists);
         }
         if lower.contains("snapshot '") && lower.contains("' does not exist") {
-            return Some(Refusal::SnapshotMissing(quoted_snapshot(m)));
+            return Some(Refusal::SnapshotMissing);
         }
         None
     }
 }
 
-/// The first `'...'` of a message, as a snapshot name: the part after `@` of a storage
-/// snapshot (`rpool/data/vm-101-disk-0@pre`).
-fn quoted_snapshot(message: &str) -> Option<String> {
-    let (_, rest) = message.split_once('\'')?;
-    let (quoted, _) = rest.split_once('\'')?;
-    let name = quoted.rsplit('@').next().unwrap_or(quoted).trim();
-    (!name.is_empty()).then(|| name.to_string())
+/// The snapshot a PVE message names, for our messages: `` `pre` `` from `snapshot 'pre' does
+/// not exist` (the first quoted text; of a storage snapshot `rpool/data/vm-101-disk-0@pre`, the
+/// part after `@`), or `of that name` when it names none.
+fn snapshot_name(message: &str) -> String {
+    let quoted = message.split_once('\'').and_then(|(_, rest)| rest.split_once('\'')).map(|(q, _)| q);
+    match quoted.map(|q| q.rsplit('@').next().unwrap_or(q).trim()).filter(|n| !n.is_empty()) {
+        Some(name) => format!("`{}`", name.escape_default()),
+        None => "of that name".to_string(),
+    }
 }
 
-/// `` `pre` `` or `of that name`, for messages.
-fn snapshot_name(name: Option<&str>) -> String {
-    name.map(|n| format!("`{}`", n.escape_default())).unwrap_or_else(|| "of that name".to_string())
+fn snapshot_exists_reason(message: &str) -> String {
+    format!("snapshot {} already exists", snapshot_name(message))
 }
 
-fn snapshot_exists_reason(name: Option<&str>) -> String {
-    format!("snapshot {} already exists", snapshot_name(name))
-}
-
-fn snapshot_missing_reason(name: Option<&str>) -> String {
-    format!("no snapshot {}", snapshot_name(name))
+fn snapshot_missing_reason(message: &str) -> String {
+    format!("no snapshot {}", snapshot_name(message))
 }
 
 /// (node, vmid) of `/nodes/{node}/qemu/{vmid}/...` (or `/lxc/`).
