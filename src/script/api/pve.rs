@@ -23,6 +23,7 @@ pub fn module(host: &Arc<Host>) -> Module {
     register_reads(&mut m, host);
     register_power(&mut m, host);
     register_config_writes(&mut m, host);
+    register_snapshots(&mut m, host);
     register_raw(&mut m, host);
     m
 }
@@ -391,6 +392,116 @@ fn register_config_writes(m: &mut Module, host: &Arc<Host>) {
             send_write(&h, &label, request).map(|_| ())
         },
     );
+}
+
+fn register_snapshots(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "snapshots",
+        &["vm: Map", "Array"],
+        "The VM's snapshots, oldest first, as `#{name, description, time, vmstate, parent}`: `time` is\n\
+         the Unix time it was taken (`()` if PVE does not say), `vmstate` true when it holds the RAM,\n\
+         `parent` the snapshot it was taken on top of (or `()`). PVE's `current` entry (the present\n\
+         state) is left out. A read: it runs under `--dry-run` too.\n\n\
+         ```rhai\nlet names = pve::snapshots(vm).map(|s| s.name);\nif \"pre-upgrade\" in names { print(\"already taken\"); }\n```",
+        move |vm: Map| -> RhaiResult<Array> {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            let list = h.pve().and_then(|c| c.snapshots(&node, vmid)).map_err(pve_error(Some(&label)))?;
+            Ok(list
+                .into_iter()
+                .map(|s| {
+                    let mut m = Map::new();
+                    m.insert("name".into(), s.name.into());
+                    m.insert("description".into(), s.description.into());
+                    let time = s.time.and_then(|t| INT::try_from(t).ok());
+                    m.insert("time".into(), time.map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+                    m.insert("vmstate".into(), s.vmstate.into());
+                    m.insert("parent".into(), opt(s.parent));
+                    Dynamic::from_map(m)
+                })
+                .collect())
+        },
+    );
+    let h = host.clone();
+    let create = move |vm: Map, name: &str, options: Map| -> RhaiResult<Task> {
+        let (node, vmid, label) = vm_ref(&vm)?;
+        let (vmstate, description) = snapshot_options(&options, &label)?;
+        start_task(&h, &label, WriteRequest::snapshot_create(&node, vmid, name, vmstate, description.as_deref()))
+    };
+    let plain = create.clone();
+    register(
+        m,
+        "snapshot",
+        &["vm: Map", "name: &str", "Task"],
+        "Takes a snapshot of the VM's disks and configuration; returns its task for `wait_task` (a\n\
+         planned task under `--dry-run`, where the request is printed, not sent). The name is checked\n\
+         as PVE checks it: a letter, then letters, digits, `_` or `-`, 2 to 40 characters, not\n\
+         `current`. The task fails with kind `snapshot_exists` when the VM has a snapshot of that\n\
+         name, `locked` when the VM is locked (a backup, another snapshot).\n\n\
+         ```rhai\ntry { pve::wait_task(pve::snapshot(vm, \"pre-upgrade\"), 600); }\n\
+         catch (e) { if e.kind != \"snapshot_exists\" { throw e; } }\n```",
+        move |vm: Map, name: &str| plain(vm, name, Map::new()),
+    );
+    register(
+        m,
+        "snapshot",
+        &["vm: Map", "name: &str", "options: Map", "Task"],
+        "Like `snapshot(vm, name)`, with options: `vmstate` (bool: also save the RAM of a running VM,\n\
+         so a rollback resumes it where it was) and `description` (text shown in PVE). Other keys\n\
+         are refused.\n\n\
+         ```rhai\nlet t = pve::snapshot(vm, \"pre-v1-31\", #{vmstate: true, description: \"before the upgrade\"});\npve::wait_task(t, 900);\n```",
+        create,
+    );
+    let h = host.clone();
+    register(
+        m,
+        "rollback",
+        &["vm: Map", "name: &str", "Task"],
+        "Rolls the VM back to snapshot `name` (disks, configuration, and the RAM of a `vmstate`\n\
+         snapshot); PVE stops a running VM first. Returns its task; the task fails with kind\n\
+         `snapshot_missing` when there is no such snapshot, `locked` when the VM is locked, and\n\
+         `task_failed` (with `log_tail`) otherwise.\n\n\
+         ```rhai\npve::wait_task(pve::rollback(vm, \"pre-upgrade\"), 600);\npve::wait_task(pve::start(vm), 120);\n```",
+        move |vm: Map, name: &str| {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            start_task(&h, &label, WriteRequest::snapshot_rollback(&node, vmid, name))
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "delete_snapshot",
+        &["vm: Map", "name: &str", "Task"],
+        "Deletes snapshot `name` of the VM (`DELETE .../snapshot/{name}`); returns its task. The task\n\
+         fails with kind `snapshot_missing` when there is no such snapshot.\n\n\
+         ```rhai\nfor s in pve::snapshots(vm).filter(|s| s.name.starts_with(\"k3sx-\")) {\n    pve::wait_task(pve::delete_snapshot(vm, s.name), 600);\n}\n```",
+        move |vm: Map, name: &str| {
+            let (node, vmid, label) = vm_ref(&vm)?;
+            start_task(&h, &label, WriteRequest::snapshot_delete(&node, vmid, name))
+        },
+    );
+}
+
+/// `#{vmstate, description}` of `pve::snapshot`: `(vmstate, description)`.
+fn snapshot_options(options: &Map, item: &str) -> RhaiResult<(bool, Option<String>)> {
+    let bad = |message: String| script_error("argument", message, Some(item));
+    if let Some(key) = options.keys().find(|k| !matches!(k.as_str(), "vmstate" | "description")) {
+        return Err(bad(format!("unknown snapshot option `{key}` (known: `vmstate`, `description`)")));
+    }
+    let vmstate = match options.get("vmstate") {
+        None => false,
+        Some(v) if v.is_unit() => false,
+        Some(v) => v.as_bool().map_err(|t| bad(format!("snapshot option `vmstate` is a bool, not {t}")))?,
+    };
+    let description = match options.get("description") {
+        None => None,
+        Some(v) if v.is_unit() => None,
+        Some(v) => Some(
+            v.clone().into_string().map_err(|t| bad(format!("snapshot option `description` is a string, not {t}")))?,
+        ),
+    };
+    Ok((vmstate, description))
 }
 
 fn register_raw(m: &mut Module, host: &Arc<Host>) {
