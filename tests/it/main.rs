@@ -18,6 +18,7 @@ mod provision;
 mod pve_client;
 mod repl;
 mod scripts;
+mod snapshots;
 mod ssh;
 mod ssh_script;
 mod standin;
