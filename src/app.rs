@@ -328,10 +328,10 @@ fn doc_command(
     // The docs describe the engine, not a site: build it with the default configuration so
     // a broken config file does not hide the reference.
     let host = Host::new(Loaded::defaults(), opts, Map::new(), cancel);
-    let engine = crate::script::build_engine(&host);
+    let engine = doc::engine(&host);
     if let Some(dir) = definitions {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        engine.definitions().with_headers(true).write_to_dir(dir).map_err(|e| Error::io(dir, e))?;
+        doc::write_definitions(&engine, dir).map_err(|e| Error::io(dir, e))?;
         eprintln!("wrote Rhai definition files to {}", dir.display());
         return Ok(());
     }

@@ -1,7 +1,16 @@
 //! The script API reference, generated from the engine's own metadata: `k3sx doc`,
 //! `docs/api.md` and the REPL's `:help` all come from here.
 
+use std::sync::Arc;
+
+use rhai::Engine;
 use serde::Deserialize;
+
+use super::diagnostics::render_eval_error;
+use super::engine::build_engine;
+use super::host::Host;
+use super::resolver::register_modules;
+use crate::ui::Level;
 
 #[derive(Debug, Clone, Deserialize)]
 struct Metadata {
@@ -23,6 +32,11 @@ struct FnMeta {
     signature: String,
     #[serde(default, rename = "docComments")]
     doc_comments: Vec<String>,
+    /// `script` for a function of a Rhai module (the stdlib), `native` for a primitive.
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, rename = "isAnonymous")]
+    is_anonymous: bool,
 }
 
 /// One documented function.
@@ -35,6 +49,8 @@ pub struct FnDoc {
     pub signature: String,
     /// The doc comment, without comment markers.
     pub doc: String,
+    /// A function of a Rhai module (`stdlib/`), which scripts `import`.
+    pub module: bool,
 }
 
 impl FnDoc {
@@ -43,13 +59,49 @@ impl FnDoc {
     }
 }
 
-/// Every function k3sx registers (not Rhai's standard library), grouped and sorted.
-pub fn functions(engine: &rhai::Engine) -> Vec<FnDoc> {
+/// The engine the reference describes: every primitive and every module (`stdlib/`, local and
+/// user modules too), registered under its own name as the REPL has them.
+pub fn engine(host: &Arc<Host>) -> Engine {
+    let mut engine = build_engine(host);
+    for (name, e) in register_modules(&mut engine, &host.options.cwd) {
+        host.log(Level::Warn, &format!("module `{name}` left out: {}", render_eval_error(&e, "<doc>").0));
+    }
+    engine
+}
+
+/// Rhai definition files for editors (`k3sx doc --definitions DIR`). Rhai writes the modules'
+/// script functions without their doc comments and with their closures; each module's file is
+/// written from its docs instead.
+pub fn write_definitions(engine: &Engine, dir: &std::path::Path) -> std::io::Result<()> {
+    engine.definitions().with_headers(true).write_to_dir(dir)?;
+    let docs = functions(engine);
+    let mut modules: Vec<&str> = docs.iter().filter(|d| d.module).map(|d| d.namespace.as_str()).collect();
+    modules.dedup();
+    for module in modules {
+        let mut text = format!("module {module};\n");
+        for d in docs.iter().filter(|d| d.namespace == module) {
+            let params = d.signature.split_once('(').and_then(|(_, rest)| rest.strip_suffix(')')).unwrap_or("");
+            let params: Vec<String> = params.split(", ").filter(|p| !p.is_empty()).map(|p| format!("{p}: ?")).collect();
+            text.push('\n');
+            for line in d.doc.lines() {
+                text.push_str(format!("/// {line}").trim_end());
+                text.push('\n');
+            }
+            text.push_str(&format!("fn {}({}) -> ?;\n", d.name, params.join(", ")));
+        }
+        std::fs::write(dir.join(format!("{module}.d.rhai")), text)?;
+    }
+    Ok(())
+}
+
+/// Every function k3sx registers and every module function (not Rhai's standard library),
+/// grouped and sorted. Closures inside modules are not API and are left out.
+pub fn functions(engine: &Engine) -> Vec<FnDoc> {
     let json = engine.gen_fn_metadata_to_json(false).expect("metadata serialises");
     let meta: Metadata = serde_json::from_str(&json).expect("rhai metadata has the documented shape");
     let mut out: Vec<FnDoc> = meta.functions.into_iter().map(|f| doc("core", f)).collect();
     for (ns, m) in meta.modules {
-        out.extend(m.functions.into_iter().map(|f| doc(&ns, f)));
+        out.extend(m.functions.into_iter().filter(|f| !f.is_anonymous).map(|f| doc(&ns, f)));
     }
     out.sort_by(|a, b| {
         (a.namespace != "core", &a.namespace, &a.name, &a.signature).cmp(&(
@@ -76,7 +128,8 @@ fn doc(namespace: &str, f: FnMeta) -> FnDoc {
         .collect::<Vec<_>>()
         .join("\n");
     let signature = if namespace == "core" { f.signature } else { format!("{namespace}::{}", f.signature) };
-    FnDoc { namespace: namespace.into(), name: f.name, signature, doc: text.trim().to_string() }
+    let module = f.kind == "script";
+    FnDoc { namespace: namespace.into(), name: f.name, signature, doc: text.trim().to_string(), module }
 }
 
 /// The whole reference as Markdown (what `docs/api.md` holds).
@@ -90,17 +143,27 @@ pub fn markdown(docs: &[FnDoc]) -> String {
     for d in docs {
         if d.namespace != current {
             current = &d.namespace;
-            let title = if current == "core" { "Core functions".to_string() } else { format!("`{current}::`") };
-            out.push_str(&format!("\n## {title}\n"));
+            if current == "core" {
+                out.push_str("\n## Core functions\n");
+            } else if d.module {
+                out.push_str(&format!(
+                    "\n## Module `{current}::`\n\nA Rhai module (`stdlib/{current}.rhai`): `import \"{current}\" as {current};`\n"
+                ));
+            } else {
+                out.push_str(&format!("\n## `{current}::`\n"));
+            }
         }
         out.push_str(&format!("\n### `{}`\n\n{}\n", d.signature, d.doc));
     }
     out
 }
 
-/// Plain-text help for one name (`compare`, `k3s::compare`), every overload; None if unknown.
+/// Plain-text help for a name: a function (`compare`, `k3s::compare`, every overload) or a
+/// namespace or module (`k3s`, `inventory`: all of its functions); None if unknown.
 pub fn help(docs: &[FnDoc], name: &str) -> Option<String> {
-    let matches: Vec<&FnDoc> = docs.iter().filter(|d| d.qualified_name() == name || d.name == name).collect();
+    let name = name.trim_end_matches("::");
+    let matches: Vec<&FnDoc> =
+        docs.iter().filter(|d| d.qualified_name() == name || d.name == name || d.namespace == name).collect();
     if matches.is_empty() {
         return None;
     }

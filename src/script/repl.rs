@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rhai::{AST, Array, Dynamic, Engine, Map, ModuleResolver, Scope};
+use rhai::{AST, Array, Dynamic, Engine, Map, Scope};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -18,10 +18,9 @@ use rustyline::{Context, Editor, Helper};
 use super::api::core::{maps_as_table, to_json_text};
 use super::diagnostics::{render_eval_error, render_parse_error};
 use super::doc::{self, FnDoc};
-use super::embedded::Kind;
 use super::engine::build_engine;
 use super::host::Host;
-use super::resolver::{StdlibResolver, names};
+use super::resolver::register_modules;
 use crate::error::{Error, Result};
 
 const SOURCE: &str = "<repl>";
@@ -73,16 +72,8 @@ pub fn run(host: &Arc<Host>) -> Result<()> {
 /// Every stdlib module (built-in, user, local) under its own name, so `inventory::load(false)`
 /// works without an `import` (an import on one line would not outlive that line).
 fn preload_modules(engine: &mut Engine, host: &Host) {
-    let resolver = StdlibResolver::new(host.options.cwd.clone());
-    let mut loaded = Vec::new();
-    for name in names(Kind::Module, &host.options.cwd) {
-        match resolver.resolve(engine, None, &name, rhai::Position::NONE) {
-            Ok(module) => loaded.push((name, module)),
-            Err(e) => eprintln!("warning: module `{name}` not loaded: {}", render_eval_error(&e, "<repl>").0),
-        }
-    }
-    for (name, module) in loaded {
-        engine.register_static_module(name, module);
+    for (name, e) in register_modules(engine, &host.options.cwd) {
+        eprintln!("warning: module `{name}` not loaded: {}", render_eval_error(&e, "<repl>").0);
     }
 }
 

@@ -126,6 +126,25 @@ pub fn find_script(script: &str, cwd: &Path) -> Result<Found> {
     })
 }
 
+/// Registers every module (`names(Kind::Module, cwd)`, each resolved as `import` would) as a
+/// static module of `engine`, so `inventory::load` works without an import and the docs and
+/// definitions list the modules' functions. Returns the modules that failed to load.
+pub fn register_modules(engine: &mut Engine, cwd: &Path) -> Vec<(String, Box<EvalAltResult>)> {
+    let resolver = StdlibResolver::new(cwd.to_path_buf());
+    let mut failed = Vec::new();
+    let mut loaded = Vec::new();
+    for name in names(Kind::Module, cwd) {
+        match resolver.resolve(engine, None, &name, Position::NONE) {
+            Ok(module) => loaded.push((name, module)),
+            Err(e) => failed.push((name, e)),
+        }
+    }
+    for (name, module) in loaded {
+        engine.register_static_module(name, module);
+    }
+    failed
+}
+
 /// The module resolver: local → user → built-in, each module compiled once per engine.
 pub struct StdlibResolver {
     cwd: PathBuf,

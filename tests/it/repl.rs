@@ -132,3 +132,19 @@ fn stdlib_modules_are_loaded_and_comments_do_not_hold_the_line_open() {
     line(&mut s, "nope(1)");
     s.expect("error: <repl>:1:1:").unwrap();
 }
+
+#[test]
+fn help_lists_a_namespace_and_documents_stdlib_module_functions() {
+    let t = Test::new();
+    let mut s = repl(&t);
+    line(&mut s, ":help k3s");
+    s.expect("k3s::compare(a: &str, b: &str) -> i64").unwrap();
+    s.expect("k3s::parse_version(version: &str)").unwrap();
+    s.expect(PROMPT).unwrap();
+    line(&mut s, ":help inventory::load");
+    s.expect("inventory::load(include_unreachable)").unwrap();
+    s.expect("The K3s VMs").unwrap();
+    s.expect(PROMPT).unwrap();
+    line(&mut s, ":help");
+    s.expect("inventory").unwrap();
+}
