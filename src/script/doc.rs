@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rhai::Engine;
 use serde::Deserialize;
 
-use super::diagnostics::render_eval_error;
+use super::diagnostics::{Hints, render_eval_error};
 use super::engine::build_engine;
 use super::host::Host;
 use super::resolver::register_modules;
@@ -63,8 +63,10 @@ impl FnDoc {
 /// user modules too), registered under its own name as the REPL has them.
 pub fn engine(host: &Arc<Host>) -> Engine {
     let mut engine = build_engine(host);
-    for (name, e) in register_modules(&mut engine, &host.options.cwd) {
-        host.log(Level::Warn, &format!("module `{name}` left out: {}", render_eval_error(&e, "<doc>").0));
+    let cwd = &host.options.cwd;
+    for (name, e) in register_modules(&mut engine, cwd) {
+        let hints = Hints { engine: &engine, cwd, scope: None };
+        host.log(Level::Warn, &format!("module `{name}` left out: {}", render_eval_error(&e, "<doc>", &hints).0));
     }
     engine
 }

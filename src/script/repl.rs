@@ -16,7 +16,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Editor, Helper};
 
 use super::api::core::{maps_as_table, to_json_text};
-use super::diagnostics::{render_eval_error, render_parse_error};
+use super::diagnostics::{Hints, render_eval_error, render_parse_error};
 use super::doc::{self, FnDoc};
 use super::engine::build_engine;
 use super::host::Host;
@@ -72,8 +72,10 @@ pub fn run(host: &Arc<Host>) -> Result<()> {
 /// Every stdlib module (built-in, user, local) under its own name, so `inventory::load(false)`
 /// works without an `import` (an import on one line would not outlive that line).
 fn preload_modules(engine: &mut Engine, host: &Host) {
-    for (name, e) in register_modules(engine, &host.options.cwd) {
-        eprintln!("warning: module `{name}` not loaded: {}", render_eval_error(&e, "<repl>").0);
+    let cwd = &host.options.cwd;
+    for (name, e) in register_modules(engine, cwd) {
+        let hints = Hints { engine, cwd, scope: None };
+        eprintln!("warning: module `{name}` not loaded: {}", render_eval_error(&e, "<repl>", &hints).0);
     }
 }
 
@@ -97,7 +99,10 @@ fn eval(input: &str, source: &str, host: &Host, engine: &Engine, scope: &mut Sco
                 host.ui.print(&text);
             }
         }
-        Err(err) => eprintln!("error: {}", render_eval_error(&err, source).0),
+        Err(err) => {
+            let hints = Hints { engine, cwd: &host.options.cwd, scope: Some(scope) };
+            eprintln!("error: {}", render_eval_error(&err, source, &hints).0);
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rhai::{EvalAltResult, Scope};
 
-use super::diagnostics::{render_eval_error, render_parse_error};
+use super::diagnostics::{Hints, render_eval_error, render_parse_error};
 use super::engine::build_engine;
 use super::host::Host;
 use super::resolver::Found;
@@ -21,7 +21,11 @@ pub fn run(host: &Arc<Host>, script: &Found) -> Result<()> {
     tracing::debug!(script = %script.source, location = %script.location.label(), "running");
     let outcome = match engine.run_ast_with_scope(&mut scope, &ast) {
         Ok(()) => Ok(()),
-        Err(err) => match script_failure(&err, &script.source) {
+        Err(err) => match script_failure(
+            &err,
+            &script.source,
+            &Hints { engine: &engine, cwd: &host.options.cwd, scope: Some(&scope) },
+        ) {
             Error::Script { code: ExitCode::Ok, .. } => Ok(()),
             failure => Err(failure),
         },
@@ -56,8 +60,8 @@ fn report_changes(host: &Host) {
     }
 }
 
-pub fn script_failure(err: &EvalAltResult, source: &str) -> Error {
-    let (rendered, code) = render_eval_error(err, source);
+pub fn script_failure(err: &EvalAltResult, source: &str, hints: &Hints) -> Error {
+    let (rendered, code) = render_eval_error(err, source, hints);
     if code == ExitCode::Cancelled {
         return Error::Cancelled;
     }

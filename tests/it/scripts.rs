@@ -278,3 +278,56 @@ fn parallel_accepts_exclusive_and_inclusive_ranges() {
         .status(0)
         .stdout_has("[0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30]\n[0,1,2,3]\n");
 }
+
+fn script_error(script: &str) -> String {
+    let run = Test::new().file("e.rhai", script).args(&["run", "e.rhai"]).run().status(1);
+    assert!(!run.stderr.contains("anon$"), "an internal closure name in: {}", run.stderr);
+    run.stderr
+}
+
+#[test]
+fn a_module_used_without_import_says_how_to_import_it_and_lists_the_modules() {
+    let err = script_error("inventory::load(false);");
+    assert!(err.contains("add `import \"inventory\" as inventory;`"), "{err}");
+    assert!(err.contains("modules: cluster, inventory, ipplan, power, versions"), "{err}");
+    let err = script_error("import \"invntory\" as inventory;");
+    assert!(err.contains("did you mean `inventory`?"), "{err}");
+    assert!(err.contains("modules: cluster, inventory, ipplan, power, versions"), "{err}");
+}
+
+#[test]
+fn a_function_called_with_the_wrong_arguments_lists_the_signatures_and_a_near_miss_is_named() {
+    let err = script_error("pve::status(5);");
+    assert!(err.contains("Function not found: pve::status (i64)"), "{err}");
+    assert!(err.contains("pve::status(vm: Map) -> Map"), "{err}");
+    let err = script_error("pve::vm();");
+    assert!(err.contains("did you mean `pve::vms`?"), "{err}");
+    let err = script_error("let vms = [1]; sort_bi(vms, [\"node\"]);");
+    assert!(err.contains("did you mean `sort_by`?"), "{err}");
+}
+
+#[test]
+fn a_missing_map_property_names_the_keys_the_map_has() {
+    let err = script_error("let m = #{a: 1, bcd: 2};\nm.abc");
+    assert!(err.contains("Property not found: abc"), "{err}");
+    assert!(err.contains("the map has: a, bcd"), "{err}");
+    let err = script_error("fn net() { CONFIG.netwrok }\nnet()");
+    assert!(err.contains("did you mean `network`?"), "{err}");
+}
+
+#[test]
+fn closures_are_called_a_closure_in_errors() {
+    let err = script_error("let f = |x| x + 1;\nf.call(\"a\", 2)");
+    assert!(err.contains("a closure"), "{err}");
+    let err = script_error("let f = |x| x.nosuch();\nf.call(1)");
+    assert!(err.contains("in a closure, called at e.rhai:2:3"), "{err}");
+}
+
+#[test]
+fn a_method_on_unit_explains_that_string_methods_change_in_place() {
+    let err = script_error("let text = \"a-b\";\ntext.replace(\"a\", \"b\").replace(\"c\", \"d\")");
+    assert!(err.contains("change a string in place and return `()`"), "{err}");
+    assert!(err.contains("text.replace(a, b); text.replace(c, d);"), "{err}");
+    let err = script_error("let text = \" x \";\ntext.trim().len()");
+    assert!(err.contains("`len` was called on `()`. Rhai's `trim`"), "{err}");
+}
