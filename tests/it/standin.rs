@@ -14,7 +14,6 @@ use crate::lab::sshd::{KnownHosts, USER_NOPASSWD};
 const V31: &str = "v1.31.12+k3s1";
 const V32: &str = "v1.32.4+k3s1";
 const V33: &str = "v1.33.4+k3s1";
-const V30: &str = "v1.30.14+k3s2";
 const TOKEN: &str = "k3sx-standin-test-token-0123456789abcdef";
 /// Where the tests keep the token on each host: a private, root-only file.
 const TOKEN_FILE: &str = "/etc/rancher/k3sx-test/token";
@@ -449,7 +448,7 @@ fn a_join_through_a_vip_that_is_not_in_tls_san_fails_with_an_x509_error() {
     let out = l.join_agent(1, &vip.to_string(), V32);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains(&format!("x509: certificate is valid for")) && out.stderr.contains(&format!("not {vip}")),
+        out.stderr.contains("x509: certificate is valid for") && out.stderr.contains(&format!("not {vip}")),
         "{}",
         out.stderr
     );
@@ -709,4 +708,30 @@ fn three_servers_survive_one_down_and_lose_quorum_with_two_down() {
     l.run(1, "systemctl start k3s").unwrap();
     let out = l.kubectl(2, "get nodes -o name");
     assert_eq!(out.stdout, "node/k3sx-lab-1\nnode/k3sx-lab-2\nnode/k3sx-lab-3\n", "{}", out.stderr);
+}
+
+#[test]
+fn a_sudo_user_installs_and_a_rebooted_host_starts_its_enabled_unit() {
+    let Some(mut l) = Lab::start(1, K3sOptions::default()) else { return };
+    let kh = l.lab.ssh().known_hosts(KnownHosts::Plain);
+    let user = SshPool::new(l.lab.settings(USER_NOPASSWD, &kh));
+    let cmd = format!(
+        "curl -sfL {} | INSTALL_K3S_VERSION={V32} K3S_TOKEN_FILE={TOKEN_FILE} sh -s - server --cluster-init",
+        l.lab.install_url()
+    );
+    let out = user.run(&l.target(0), &cmd, true).unwrap();
+    assert!(out.stdout.contains("systemd: Starting k3s"), "{}", out.stdout);
+    // The kubeconfig is root's: kubectl without sudo cannot read it.
+    let e = user.run(&l.target(0), "k3s kubectl get nodes", false).unwrap_err().to_string();
+    assert!(e.contains("permission denied"), "{e}");
+    assert_eq!(user.run(&l.target(0), "k3s kubectl get nodes -o name", true).unwrap().stdout, "node/k3sx-lab-1\n");
+
+    l.lab.power_off(0);
+    let n =
+        l.lab.wait_nodes(Duration::from_secs(5), |n| K3sLab::condition(&n[0], "Ready").as_deref() == Some("Unknown"));
+    assert_eq!(n.len(), 1);
+    l.lab.boot(0);
+    assert_eq!(l.lab.service_state(0, "k3s"), "active", "enabled: started at boot");
+    l.lab.wait_nodes(Duration::from_secs(5), |n| K3sLab::is_ready(&n[0]));
+    assert_eq!(l.lab.exec_ok(0, "systemctl is-active k3s"), "active\n");
 }
