@@ -9,7 +9,7 @@ use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("cannot reach {url}: {message}")]
+    #[error("cannot reach {url} ({message})")]
     Network { url: String, message: String },
     #[error("{url} answered {status}")]
     Http { url: String, status: String },
@@ -89,7 +89,8 @@ fn get_json<T: for<'de> Deserialize<'de>>(
     if let Some(t) = token {
         req = req.bearer_auth(t.expose());
     }
-    let resp = req.send().map_err(|e| ReleaseError::Network { url: url.into(), message: error_chain(&e) })?;
+    // The URL is in the error already: reqwest's own message would name it a second time.
+    let resp = req.send().map_err(|e| ReleaseError::Network { url: url.into(), message: root_cause(&e) })?;
     let status = resp.status();
     if status == reqwest::StatusCode::FORBIDDEN || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         let remaining = resp.headers().get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
@@ -101,6 +102,16 @@ fn get_json<T: for<'de> Deserialize<'de>>(
         return Err(ReleaseError::Http { url: url.into(), status: status.to_string() });
     }
     resp.json().map_err(|e| ReleaseError::Malformed { url: url.into(), message: error_chain(&e) })
+}
+
+/// The innermost cause ("Connection refused (os error 111)", "failed to lookup address
+/// information: ..."): what a person can act on, without reqwest's wrappers and the URL.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
+    }
+    cause.to_string()
 }
 
 /// The error with its causes, since reqwest's top-level message alone says little.

@@ -165,3 +165,48 @@ fn json_output_is_one_object() {
         serde_json::json!({"configured": "v1.32.4+k3s1", "latest": "v1.33.4+k3s1", "channel": "stable", "status": "outdated"})
     );
 }
+
+fn closed_port_url(path: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+#[test]
+fn offline_says_so_names_the_url_once_and_the_setting_without_a_script_excerpt() {
+    let url = closed_port_url("/v1-release/channels");
+    let run = Test::new()
+        .file("k3sx.json", &format!("{{\"k3s\": {{\"channel_url\": \"{url}\"}}}}"))
+        .args(&["check-version"])
+        .run()
+        .status(1);
+    assert_eq!(run.stderr.matches(&url).count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("offline"), "{}", run.stderr);
+    assert!(run.stderr.contains("`k3s.channel_url`"), "{}", run.stderr);
+    assert!(!run.stderr.contains("check-version.rhai") && !run.stderr.contains(" | "), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn offline_under_json_prints_a_json_error_object() {
+    let url = closed_port_url("/v1-release/channels");
+    let run = Test::new()
+        .file("k3sx.json", &format!("{{\"k3s\": {{\"channel_url\": \"{url}\"}}}}"))
+        .args(&["--json", "check-version"])
+        .run()
+        .status(1);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("a JSON document on stdout");
+    assert_eq!(v["error"]["kind"], "network", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&url), "{v}");
+}
+
+#[test]
+fn github_unreachable_names_the_github_url_setting() {
+    let url = closed_port_url("/repos/k3s-io/k3s/releases/latest");
+    let run = Test::new()
+        .file("g.rhai", "k3s::latest_github();")
+        .args(&["--set", &format!("k3s.github_url={url}"), "run", "g.rhai"])
+        .run()
+        .status(1);
+    assert_eq!(run.stderr.matches(&url).count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("`k3s.github_url`"), "{}", run.stderr);
+}
