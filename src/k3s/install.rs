@@ -745,9 +745,11 @@ mod tests {
 
     #[test]
     fn a_failed_download_fails_the_command_instead_of_running_an_empty_script() {
-        if std::process::Command::new("curl").arg("--version").output().is_err() {
-            return;
-        }
+        // A prerequisite of the tests (bash tests/setup installs it): no silent skip.
+        assert!(
+            std::process::Command::new("curl").arg("--version").output().is_ok(),
+            "curl is missing: run `bash tests/setup`"
+        );
         let s = InstallSpec {
             source: InstallSource::Online { url: "http://127.0.0.1:9/install.sh".into() },
             ..bootstrap()

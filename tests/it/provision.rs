@@ -31,7 +31,8 @@ fn vms(lab: &K3sLab, servers: usize, storage: &[usize]) -> Vec<Value> {
 
 struct Site {
     lab: K3sLab,
-    pve: FakePve,
+    // Kept for its Drop: the fake Proxmox lives as long as the site.
+    _pve: FakePve,
     test: Test,
 }
 
@@ -44,7 +45,7 @@ impl Site {
             "vms": vms(&lab, servers, storage)}))?;
         let kh = lab.ssh().known_hosts(KnownHosts::Plain);
         let test = Test::new().pve(&pve, None).env("SSH_AUTH_SOCK", lab.ssh().agent_socket().to_str().unwrap());
-        let site = Site { lab, pve, test };
+        let site = Site { lab, _pve: pve, test };
         site.configure(&kh, json!({}));
         Some(site)
     }
@@ -92,7 +93,12 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
 
 #[test]
 fn provision_builds_an_ha_cluster_in_order_and_a_rerun_installs_nothing() {
-    let Some(site) = Site::start(9, 3, &[7, 8], K3sOptions::default()) else { return };
+    // A joined server stays an etcd learner for a while: the next server may not join before
+    // it votes (the stand-in refuses that join), so the workflow must wait for EtcdIsVoter.
+    let mut opts = K3sOptions::default();
+    opts.delays.learner = 2.0;
+    opts.delays.webhook_lag = 1.0;
+    let Some(site) = Site::start(9, 3, &[7, 8], opts) else { return };
     // An unrelated context the user already has must survive untouched.
     std::fs::create_dir_all(site.kubeconfig().parent().unwrap()).unwrap();
     std::fs::write(
@@ -212,4 +218,158 @@ fn preflight_names_every_bad_node_and_changes_nothing() {
     run.stderr_has("preflight failed, nothing was changed").stderr_has("same hostname 'dup'").stderr_has("k3s-202");
     assert!(site.lab.installs().is_empty());
     assert!(!site.token_file().exists());
+}
+
+impl Site {
+    /// Runs `cmd` as root on host `i` (through the lab's no-password sudo user).
+    fn root(&self, i: usize, cmd: &str) -> String {
+        let kh = self.lab.ssh().known_hosts(KnownHosts::Plain);
+        let pool = k3sx::ssh::SshPool::new(self.lab.settings(USER_NOPASSWD, &kh));
+        pool.run(&self.lab.host(i).target(), cmd, true).unwrap_or_else(|e| panic!("{cmd} on host {i}: {e}")).stdout
+    }
+
+    /// Tags VM `vmid` (on `node`) through k3sx itself, as a user would retag in the UI.
+    fn tag(&self, node: &str, vmid: u32, tags: &str) {
+        let script = format!("pve::put(\"/nodes/{node}/qemu/{vmid}/config\", #{{tags: \"{tags}\"}});");
+        std::fs::write(self.test.path().join("tag.rhai"), script).unwrap();
+        self.test.run_args(&["run", "tag.rhai"]).status(0);
+    }
+}
+
+#[test]
+fn the_token_is_never_on_a_command_line_and_only_in_0600_files() {
+    let Some(site) = Site::start(3, 2, &[], K3sOptions::default()) else { return };
+    let watch = site.lab.watch_cmdlines();
+    site.provision(&["-vv"]).status(0);
+    let seen = watch.stop();
+    assert!(seen.len() > 20, "the watch saw the run's processes: {seen:?}");
+    let token = std::fs::read_to_string(site.token_file()).unwrap().trim().to_string();
+    assert!(seen.iter().all(|c| !c.contains(&token)), "the token was on a command line");
+    // On the hosts: only K3s's own state and the installer's 0600 env file hold it.
+    use std::os::unix::fs::PermissionsExt;
+    for i in 0..3 {
+        let root = site.lab.host(i).root();
+        for entry in walk(&root) {
+            let Ok(text) = std::fs::read(&entry) else { continue };
+            if !String::from_utf8_lossy(&text).contains(&token) {
+                continue;
+            }
+            let rel = entry.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let k3s_state = rel.starts_with("var/lib/rancher/k3s/server/");
+            let env_file = rel.starts_with("etc/systemd/system/") && rel.ends_with(".env");
+            assert!(k3s_state || env_file, "the token is in {rel}");
+            if env_file {
+                assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600, "{rel}");
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk(&p)),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn a_newly_tagged_vm_joins_alone_and_a_wrong_token_is_named() {
+    let Some(site) = Site::start(4, 1, &[], K3sOptions::default()) else { return };
+    site.tag("pve2", 203, "other");
+    site.provision(&[]).status(0);
+    assert_eq!(site.lab.installs().len(), 3);
+
+    // The 4th VM is tagged: only it is installed.
+    site.tag("pve2", 203, "k3s-agent");
+    let good = std::fs::read_to_string(site.token_file()).unwrap();
+    std::fs::write(site.token_file(), format!("{}\n", "f".repeat(64))).unwrap();
+    let run = site.provision(&[]).status(1);
+    run.stderr_has("k3s-203");
+    let last = site.lab.installs().pop().unwrap();
+    assert_eq!((last.index, last.outcome.as_str()), (4, "failed"), "{last:?}");
+    assert_eq!(site.lab.nodes().len(), 3, "nothing else changed");
+
+    std::fs::write(site.token_file(), good).unwrap();
+    site.provision(&[]).status(0);
+    let installs = site.lab.installs();
+    assert_eq!(installs.len(), 5, "one more install, of the new VM only: {installs:?}");
+    assert_eq!(installs[4].index, 4);
+    assert_eq!(site.lab.nodes().len(), 4);
+}
+
+#[test]
+fn a_vm_rebuilt_under_the_same_name_has_its_stale_node_deleted_before_it_joins() {
+    let Some(mut site) = Site::start(2, 1, &[], K3sOptions::default()) else { return };
+    site.provision(&[]).status(0);
+    // The VM is rebuilt: a fresh disk (K3s and its node password gone), the same hostname.
+    site.lab.rebuild(1, Some("k3sx-lab-2"), false);
+    assert_eq!(site.lab.nodes().len(), 2, "the cluster still has the agent's Node");
+    let run = site.provision(&[]).status(0);
+    run.stdout_has("replace");
+    assert!(!site.lab.events_of("kubectl-delete-node").is_empty());
+    let nodes =
+        site.lab.wait_nodes(std::time::Duration::from_secs(5), |n| n.len() == 2 && n.iter().all(K3sLab::is_ready));
+    assert_eq!(nodes.len(), 2);
+}
+
+#[test]
+fn a_vip_that_already_answers_stops_the_run_before_any_change() {
+    let Some(site) = Site::start(2, 1, &[], K3sOptions::default()) else { return };
+    let _taken = std::net::TcpListener::bind((site.lab.vip(), 6443)).unwrap();
+    let run = site.provision(&[]).status(1);
+    run.stderr_has(&format!("the VIP {} already answers", site.lab.vip()));
+    assert!(site.lab.installs().is_empty());
+}
+
+#[test]
+fn a_rebuilt_cluster_replaces_the_k3sx_credentials_in_the_kubeconfig() {
+    let Some(site) = Site::start(2, 1, &[], K3sOptions::default()) else { return };
+    site.provision(&[]).status(0);
+    let before = std::fs::read_to_string(site.kubeconfig()).unwrap();
+    site.root(1, "/usr/local/bin/k3s-agent-uninstall.sh");
+    site.root(0, "/usr/local/bin/k3s-uninstall.sh");
+    std::fs::remove_file(site.token_file()).unwrap();
+    site.provision(&[]).status(0);
+    let after = std::fs::read_to_string(site.kubeconfig()).unwrap();
+    let cert = |text: &str| kubectl_of(text, "{.users[?(@.name==\"k3sx\")].user.client-certificate-data}");
+    assert_ne!(cert(&before), cert(&after), "the new cluster's credentials replace the old ones");
+    let contexts = kubectl(&site.kubeconfig(), &["config", "get-contexts", "-o", "name"]);
+    assert_eq!(contexts.lines().filter(|l| *l == "k3sx").count(), 1);
+}
+
+fn kubectl_of(kubeconfig: &str, jsonpath: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(&path, kubeconfig).unwrap();
+    kubectl(&path, &["config", "view", "--raw", "-o", &format!("jsonpath={jsonpath}")])
+}
+
+#[test]
+fn air_gap_uploads_script_binary_and_images_once_and_installs_without_download() {
+    let Some(site) = Site::start(2, 1, &[], K3sOptions::default()) else { return };
+    let images = site.test.path().join("k3s-airgap-images-amd64.tar.zst");
+    std::fs::write(&images, b"not really images").unwrap();
+    let kh = site.lab.ssh().known_hosts(KnownHosts::Plain);
+    site.configure(
+        &kh,
+        json!({"k3s": {"version": "v1.32.4+k3s1", "token_file": site.token_file(), "install": {
+            "mode": "airgap", "script": site.lab.install_script(), "binary": site.lab.binary("v1.32.4+k3s1"),
+            "images": images, "url": site.lab.install_url(), "timeout_secs": 60}}}),
+    );
+    site.provision(&[]).status(0);
+    let installs = site.lab.installs();
+    assert!(installs.iter().all(|i| i.mode == "airgap"), "{installs:?}");
+    assert!(site.lab.http_requests().iter().all(|r| !r.contains("install.sh")), "nothing was downloaded");
+    let on_host = site.lab.host(1).root().join("var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst");
+    assert_eq!(std::fs::read(on_host).unwrap(), b"not really images");
+    // A second run uploads nothing and plans nothing.
+    let dry = site.test.run_args(&["--json", "--dry-run", "provision"]).status(0);
+    assert!(dry.stdout.contains("\"plan\": []"), "{}", dry.stdout);
 }

@@ -56,7 +56,8 @@ pub fn module(host: &Arc<Host>) -> Module {
         move || -> RhaiResult<Map> {
             let url = &h.config().k3s.github_url;
             let token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new);
-            let (version, rel) = release::latest_on_github(h.http(), url, token.as_ref()).map_err(release_error)?;
+            let (version, rel) = release::latest_on_github(h.http(), url, token.as_ref())
+                .map_err(|e| release_error(e, "k3s.github_url"))?;
             let mut m = Map::new();
             m.insert("version".into(), version.to_string().into());
             m.insert("prerelease".into(), rel.prerelease.into());
@@ -101,11 +102,21 @@ fn parse(v: &str) -> RhaiResult<Version> {
 
 fn latest(host: &Host, channel: &str) -> RhaiResult<String> {
     let url = &host.config().k3s.channel_url;
-    release::latest_in_channel(host.http(), url, channel).map(|v| v.to_string()).map_err(release_error)
+    release::latest_in_channel(host.http(), url, channel)
+        .map(|v| v.to_string())
+        .map_err(|e| release_error(e, "k3s.channel_url"))
 }
 
-fn release_error(e: ReleaseError) -> Box<rhai::EvalAltResult> {
-    script_error(e.kind(), e.to_string(), None)
+/// The error with what to do about it: the setting that holds the URL it names.
+fn release_error(e: ReleaseError, setting: &str) -> Box<rhai::EvalAltResult> {
+    let message = match &e {
+        ReleaseError::Network { .. } => {
+            format!("{e}: is this machine offline? The URL is the setting `{setting}`")
+        }
+        ReleaseError::NoSuchChannel { .. } => format!("{e}; the channel is the setting `k3s.channel`"),
+        _ => format!("{e} (the setting `{setting}`)"),
+    };
+    script_error(e.kind(), message, None)
 }
 
 fn register_cluster(m: &mut Module, host: &Arc<Host>) {
@@ -165,10 +176,11 @@ fn register_cluster(m: &mut Module, host: &Arc<Host>) {
         "facts",
         &["host: &str", "Map"],
         "What a node is, in one read as root (so it also proves `sudo -n` works): `#{hostname,\n\
-         machine_id, version, unit, active, server_db, curl}` — `version` of an installed k3s or `()`,\n\
-         `unit` `server`/`agent`/`()`, `active` whether the service runs, `server_db` whether etcd\n\
-         data exists, `curl` whether curl is installed. A sudo that wants a password fails with kind\n\
-         `sudo_password`.",
+         machine_id, version, unit, active, server_db, curl, iscsid, nfs}` — `version` of an installed\n\
+         k3s or `()`, `unit` `server`/`agent`/`()`, `active` whether the service runs, `server_db`\n\
+         whether etcd data exists, `curl` whether curl is installed, `iscsid` whether iscsid runs and\n\
+         `nfs` whether an NFS client is there (Longhorn needs both). A sudo that wants a password\n\
+         fails with kind `sudo_password`.",
         move |target: &str| facts(&h, target),
     );
     let h = host.clone();
@@ -270,6 +282,18 @@ fn register_cluster(m: &mut Module, host: &Arc<Host>) {
         "Removes the `kubeconfig.context` cluster, user and context from the kubeconfig (other\n\
          entries untouched). A change. Returns `#{path, changed}`.",
         move || forget_kubeconfig(&h),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "longhorn_manifest",
+        &["String"],
+        "The Longhorn manifest (`longhorn.manifest`: a URL, fetched from this machine, or a local\n\
+         file; `{version}` replaced by `longhorn.version`) with its default settings rewritten so\n\
+         disks are created only on nodes labelled `node.longhorn.io/create-default-disk=true` —\n\
+         the storage nodes. Set before Longhorn starts: a setting changed later races with the\n\
+         default disks Longhorn creates as nodes register.",
+        move || longhorn_manifest(&h),
     );
     register(
         m,
@@ -405,7 +429,9 @@ if [ -x /usr/local/bin/k3s ]; then echo "version=$(/usr/local/bin/k3s --version 
 if [ -f /etc/systemd/system/k3s.service ]; then echo unit=server; elif [ -f /etc/systemd/system/k3s-agent.service ]; then echo unit=agent; fi
 if systemctl is-active --quiet k3s 2>/dev/null || systemctl is-active --quiet k3s-agent 2>/dev/null; then echo active=true; fi
 if [ -d /var/lib/rancher/k3s/server/db ]; then echo server_db=true; fi
-if command -v curl >/dev/null 2>&1; then echo curl=true; fi"#;
+if command -v curl >/dev/null 2>&1; then echo curl=true; fi
+if systemctl is-active --quiet iscsid 2>/dev/null; then echo iscsid=true; fi
+if command -v mount.nfs >/dev/null 2>&1 || [ -x /sbin/mount.nfs ]; then echo nfs=true; fi"#;
 
 fn facts(host: &Host, target: &str) -> RhaiResult<Map> {
     let out = query(host, target, FACTS, true)?;
@@ -413,7 +439,7 @@ fn facts(host: &Host, target: &str) -> RhaiResult<Map> {
     for key in ["hostname", "machine_id", "version", "unit"] {
         m.insert(key.into(), Dynamic::UNIT);
     }
-    for key in ["active", "server_db", "curl"] {
+    for key in ["active", "server_db", "curl", "iscsid", "nfs"] {
         m.insert(key.into(), false.into());
     }
     for line in out.lines() {
@@ -578,4 +604,21 @@ fn forget_kubeconfig(host: &Host) -> RhaiResult<Map> {
     };
     m.insert("changed".into(), written.is_some().into());
     Ok(m)
+}
+
+fn longhorn_manifest(host: &Host) -> RhaiResult<String> {
+    let c = &host.config().longhorn;
+    let source = c.manifest.replace("{version}", &c.version);
+    let text = if source.starts_with("https://") || source.starts_with("http://") {
+        let fetch = || -> Result<String, reqwest::Error> { host.http().get(&source).send()?.error_for_status()?.text() };
+        fetch().map_err(|e| {
+            script_error("network", format!("cannot fetch the Longhorn manifest {source} (longhorn.manifest): {e}"), None)
+        })?
+    } else {
+        let path = crate::config::expand_home(std::path::Path::new(&source));
+        std::fs::read_to_string(&path)
+            .map_err(|e| script_error("io", format!("cannot read {} (longhorn.manifest): {e}", path.display()), None))?
+    };
+    manifests::longhorn_with_default_settings(&text, &[(manifests::LONGHORN_CREATE_DEFAULT_DISK_LABELED_NODES, "true")])
+        .map_err(|e| script_error(e.kind(), format!("{source}: {e}"), None))
 }
