@@ -122,3 +122,14 @@ fn live_progress_lines_show_control_characters_escaped() {
     assert!(seen.contains(&format!("waiting on {HOSTILE_SHOWN}")), "{seen:?}");
     assert!(seen.contains(&format!("failed: {HOSTILE_SHOWN}")), "{seen:?}");
 }
+
+#[test]
+fn plain_progress_lines_keep_a_newline_in_a_vm_name_on_one_line() {
+    let script = format!(
+        "let n = {HOSTILE};\nlet p = progress([n]);\np.update(n, \"waiting\");\np.finish(n, true, \"done\");\np.close();\n"
+    );
+    let run = Test::new().file("t.rhai", &script).args(&["run", "t.rhai"]).run().status(0);
+    assert!(!run.stderr.contains(['\x1b', '\x07']), "{:?}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 2, "a newline in a VM name made a line of its own: {}", run.stderr);
+    assert!(run.stderr.contains(&format!("{HOSTILE_SHOWN}: waiting")), "{}", run.stderr);
+}

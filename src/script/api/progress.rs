@@ -69,7 +69,7 @@ impl Progress {
                     bar.set_message(printable(message).into_owned());
                 }
             }
-            Mode::Plain => self.0.ui.log(Level::Info, &format!("{key}: {message}")),
+            Mode::Plain => self.0.ui.log(Level::Info, &format!("{}: {}", printable(key), printable(message))),
             Mode::Silent => {}
         }
     }
@@ -85,8 +85,8 @@ impl Progress {
                 }
             }
             // The summary names every failure as an error; here it is the moment it happened.
-            Mode::Plain if ok => self.0.ui.log(Level::Ok, &format!("{key}: {message}")),
-            Mode::Plain => self.0.ui.log(Level::Warn, &format!("{key}: failed: {message}")),
+            Mode::Plain if ok => self.0.ui.log(Level::Ok, &format!("{}: {}", printable(key), printable(message))),
+            Mode::Plain => self.0.ui.log(Level::Warn, &format!("{}: failed: {}", printable(key), printable(message))),
             Mode::Silent => {}
         }
     }
