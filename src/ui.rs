@@ -93,9 +93,9 @@ impl Ui {
 /// control characters escaped.
 fn log_line(color: bool, tag: Tag, message: &str) -> String {
     let Tag { name, color: code } = tag;
-    // Line breaks stay (a failed command's stderr tail is several lines); every other control
-    // character is escaped.
-    let message = message.split('\n').map(printable).collect::<Vec<_>>().join("\n");
+    // One call, one line: a newline inside a value (a VM name) must not fake a line of its own.
+    // Multi-line reports log each line (see `cluster::log_failure`).
+    let message = printable(message);
     if color { format!("\x1b[1;{code}m{name:>5}\x1b[0m {message}\n") } else { format!("{name:>5} {message}\n") }
 }
 

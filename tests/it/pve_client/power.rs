@@ -31,6 +31,7 @@ fn wait(client: &PveClient, upid: &Upid) -> TaskOutcome {
 }
 
 /// A config write as the adapter sends it: built (a refused argument is `invalid`), then sent.
+#[allow(clippy::result_large_err)] // the client's own error type, as its methods return it
 fn set_config(
     client: &PveClient,
     node: &str,
