@@ -4,6 +4,7 @@
 
 pub mod install;
 pub mod kubeconfig;
+pub mod lifecycle;
 pub mod manifests;
 pub mod net;
 pub mod nodes;
