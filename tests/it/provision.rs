@@ -24,28 +24,44 @@ fn vms(lab: &K3sLab, servers: usize, storage: &[usize]) -> Vec<Value> {
                 ("pve2", 201 + i - servers, tags.to_string())
             };
             json!({"vmid": vmid, "name": format!("k3s-{vmid}"), "node": node, "status": "running", "tags": tags,
-                   "config": {"ipconfig0": format!("ip={}/24,gw={}", lab.addr(i), lab.gateway())}})
+                   "agent": {}, "config": {"agent": "1", "ipconfig0": format!("ip={}/24,gw={}", lab.addr(i), lab.gateway())}})
         })
         .collect()
 }
 
-struct Site {
-    lab: K3sLab,
-    // Kept for its Drop: the fake Proxmox lives as long as the site.
-    _pve: FakePve,
-    test: Test,
+pub(crate) struct Site {
+    pub(crate) lab: K3sLab,
+    pub(crate) pve: FakePve,
+    pub(crate) test: Test,
 }
 
 impl Site {
     /// The lab, fakepve and a k3sx configuration for them (online install from the lab's URL,
     /// kube-vip on the lab's VIP, MetalLB from the lab's manifest, a private kubeconfig path).
-    fn start(hosts: usize, servers: usize, storage: &[usize], opts: K3sOptions) -> Option<Site> {
+    pub(crate) fn start(hosts: usize, servers: usize, storage: &[usize], opts: K3sOptions) -> Option<Site> {
+        Site::start_as(hosts, servers, storage, opts, "root@pam", json!([]))
+    }
+
+    /// [`Site::start`] with k3sx using `user`'s API token `k3sx`, holding only `grants`
+    /// (`[[token, path, [privileges]]]`; none: every privilege).
+    pub(crate) fn start_as(
+        hosts: usize,
+        servers: usize,
+        storage: &[usize],
+        opts: K3sOptions,
+        user: &str,
+        grants: Value,
+    ) -> Option<Site> {
         let lab = K3sLab::start(hosts, opts)?;
-        let pve = FakePve::start(json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "nodes": ["pve1", "pve2"],
-            "vms": vms(&lab, servers, storage)}))?;
+        let pve =
+            FakePve::start(json!({"tokens": {format!("{user}!k3sx"): PVE_TOKEN_SECRET}, "nodes": ["pve1", "pve2"],
+            "grants": grants, "vms": vms(&lab, servers, storage)}))?;
         let kh = lab.ssh().known_hosts(KnownHosts::Plain);
-        let test = Test::new().pve(&pve, None).env("SSH_AUTH_SOCK", lab.ssh().agent_socket().to_str().unwrap());
-        let site = Site { lab, _pve: pve, test };
+        let test = Test::new()
+            .pve(&pve, None)
+            .env("PROXMOX_USER", user)
+            .env("SSH_AUTH_SOCK", lab.ssh().agent_socket().to_str().unwrap());
+        let site = Site { lab, pve, test };
         site.configure(&kh, json!({}));
         Some(site)
     }
@@ -59,7 +75,7 @@ impl Site {
     }
 
     /// Writes `k3sx.json`; `extra` sections are merged over the defaults.
-    fn configure(&self, known_hosts: &Path, extra: Value) {
+    pub(crate) fn configure(&self, known_hosts: &Path, extra: Value) {
         let lab = &self.lab;
         let mut config = json!({
             // 127.0.0.0/16: the hosts (127.0.1.x), the VIP (127.0.2.x) and the MetalLB pool.
@@ -78,7 +94,7 @@ impl Site {
         std::fs::write(self.test.path().join("k3sx.json"), config.to_string()).unwrap();
     }
 
-    fn provision(&self, extra: &[&str]) -> Run {
+    pub(crate) fn provision(&self, extra: &[&str]) -> Run {
         let mut args = vec!["provision", "--timeout", "60"];
         args.extend_from_slice(extra);
         self.test.run_args(&args)

@@ -303,6 +303,10 @@ def build(scenario):
                    lock=spec.get('lock'))
     for node in offline:
         pve.set_node_offline(node)
+    # [[user_or_token, path, [privileges...]], ...]: once any is given, only grants count
+    # (root@pam keeps every privilege, as on PVE).
+    for user, path, privs in scenario.get('grants', []):
+        pve.grant(user, path, *privs)
     for fault in scenario.get('faults', []):
         add_fault(pve, fault)
     if scenario.get('flaky'):

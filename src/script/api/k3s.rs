@@ -176,11 +176,14 @@ fn register_cluster(m: &mut Module, host: &Arc<Host>) {
         "facts",
         &["host: &str", "Map"],
         "What a node is, in one read as root (so it also proves `sudo -n` works): `#{hostname,\n\
-         machine_id, version, unit, active, server_db, curl, iscsid, nfs}` — `version` of an installed\n\
+         machine_id, version, unit, active, server_db, curl, iscsid, nfs, time, read_at, free_kb,\n\
+         cloud_init}` — `version` of an installed\n\
          k3s or `()`, `unit` `server`/`agent`/`()`, `active` whether the service runs, `server_db`\n\
          whether etcd data exists, `curl` whether curl is installed, `iscsid` whether iscsid runs and\n\
-         `nfs` whether an NFS client is there (Longhorn needs both). A sudo that wants a password\n\
-         fails with kind `sudo_password`.",
+         `nfs` whether an NFS client is there (Longhorn needs both), `time` the host's clock (Unix\n\
+         seconds, as text; `read_at` is this machine's clock when the answer came), `free_kb` free\n\
+         space under /var/lib/rancher, `cloud_init` the `cloud-init status` (`done`, `running`, ...; `()`\n\
+         without cloud-init). A sudo that wants a password fails with kind `sudo_password`.",
         move |target: &str| facts(&h, target),
     );
     let h = host.clone();
@@ -431,18 +434,30 @@ if systemctl is-active --quiet k3s 2>/dev/null || systemctl is-active --quiet k3
 if [ -d /var/lib/rancher/k3s/server/db ]; then echo server_db=true; fi
 if command -v curl >/dev/null 2>&1; then echo curl=true; fi
 if systemctl is-active --quiet iscsid 2>/dev/null; then echo iscsid=true; fi
-if command -v mount.nfs >/dev/null 2>&1 || [ -x /sbin/mount.nfs ]; then echo nfs=true; fi"#;
+if command -v mount.nfs >/dev/null 2>&1 || [ -x /sbin/mount.nfs ]; then echo nfs=true; fi
+echo "time=$(date +%s.%N)"
+dir=/var/lib/rancher; [ -d "$dir" ] || dir=/var/lib
+echo "free_kb=$(df -Pk "$dir" 2>/dev/null | awk 'NR==2 {print $4}')"
+if command -v cloud-init >/dev/null 2>&1; then echo "cloud_init=$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"; fi"#;
 
 fn facts(host: &Host, target: &str) -> RhaiResult<Map> {
     let out = query(host, target, FACTS, true)?;
     let mut m = Map::new();
-    for key in ["hostname", "machine_id", "version", "unit"] {
+    for key in ["hostname", "machine_id", "version", "unit", "time", "free_kb", "cloud_init"] {
         m.insert(key.into(), Dynamic::UNIT);
     }
     for key in ["active", "server_db", "curl", "iscsid", "nfs"] {
         m.insert(key.into(), false.into());
     }
     for line in out.lines() {
+    m.insert(
+        "read_at".into(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+            .into(),
+    );
         let Some((k, v)) = line.split_once('=') else { continue };
         let v = v.trim();
         let value: Dynamic = match v {
@@ -498,10 +513,7 @@ fn wait_ready(host: &Host, target: &str, names: &Array, voters: &Array, timeout:
                 missing.dedup();
                 (nodes, missing)
             }
-            Err(e) => (
-                Vec::new(),
-                vec![format!("the API on {target} does not answer: {}", super::error_message(&error_value(e)))],
-            ),
+            Err(e) => (Vec::new(), vec![format!("the API on {target} does not answer: {}", message_of(&e))]),
         };
         if missing.is_empty() || host.changes.dry_run() {
             return Ok(nodes.iter().map(node_map).collect());
@@ -523,10 +535,11 @@ fn wait_ready(host: &Host, target: &str, names: &Array, voters: &Array, timeout:
     }
 }
 
-fn error_value(e: Box<rhai::EvalAltResult>) -> Dynamic {
-    match *e {
-        rhai::EvalAltResult::ErrorRuntime(v, _) => v,
-        other => other.to_string().into(),
+/// The message of a script error: `e.message` for our maps, the text otherwise.
+fn message_of(e: &rhai::EvalAltResult) -> String {
+    match e {
+        rhai::EvalAltResult::ErrorRuntime(v, _) => super::error_message(v),
+        other => other.to_string(),
     }
 }
 
@@ -610,9 +623,14 @@ fn longhorn_manifest(host: &Host) -> RhaiResult<String> {
     let c = &host.config().longhorn;
     let source = c.manifest.replace("{version}", &c.version);
     let text = if source.starts_with("https://") || source.starts_with("http://") {
-        let fetch = || -> Result<String, reqwest::Error> { host.http().get(&source).send()?.error_for_status()?.text() };
+        let fetch =
+            || -> Result<String, reqwest::Error> { host.http().get(&source).send()?.error_for_status()?.text() };
         fetch().map_err(|e| {
-            script_error("network", format!("cannot fetch the Longhorn manifest {source} (longhorn.manifest): {e}"), None)
+            script_error(
+                "network",
+                format!("cannot fetch the Longhorn manifest {source} (longhorn.manifest): {e}"),
+                None,
+            )
         })?
     } else {
         let path = crate::config::expand_home(std::path::Path::new(&source));

@@ -146,7 +146,14 @@ fn ssh_error(e: &SshError) -> Box<EvalAltResult> {
     if let SshError::Cancelled { .. } = e {
         return EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into();
     }
-    let mut err = script_error(e.kind(), e.to_string(), e.host());
+    let message = e.to_string();
+    let mut err = script_error(e.kind(), message.clone(), e.host());
+    // The one-line form for a table: the first line, without the command it ran.
+    let first = message.lines().next().unwrap_or_default();
+    let reason = first.split(" (command `").next().unwrap_or(first).to_string();
+    with_fields(&mut err, |map| {
+        map.insert("reason".into(), reason.into());
+    });
     if let SshError::Command { host, command, code, stderr_tail } = e {
         with_fields(&mut err, |map| {
             map.insert("host".into(), host.clone().into());
