@@ -174,9 +174,9 @@ pub struct PowerFlags {
     /// stop: hard-stop VMs whose graceful shutdown timed out
     #[arg(long)]
     pub force: bool,
-    /// Only VMs of this role (server, agent, storage)
-    #[arg(long, value_name = "ROLE")]
-    pub role: Option<String>,
+    /// Only VMs of this role
+    #[arg(long, value_name = "ROLE", value_enum)]
+    pub role: Option<Role>,
     /// Only these VMs (repeatable)
     #[arg(long, value_name = "VMID")]
     pub vm: Vec<u32>,
@@ -186,6 +186,15 @@ pub struct PowerFlags {
 pub struct ProvisionFlags {
     /// How many nodes are read, and agents installed, at once
     #[arg(long, value_name = "N", default_value_t = 16)]
+/// A K3s role tag: what `--role` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+    Storage,
+}
+
     pub parallel: u32,
     /// Seconds each node may take to become Ready (servers: and an etcd voter)
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
