@@ -275,8 +275,17 @@ impl SshPool {
         Target::parse(host, self.settings.port)
     }
 
+    /// `host` (`addr` or `addr:port`) as the pool reaches it and names it in messages: with
+    /// `ssh.port` when it gives none.
+    ///
+    /// # Errors
+    /// [`SshError`] for a host that is not an address or name with an optional port.
+    pub fn shown(&self, host: &str) -> Result<String, SshError> {
+        Ok(self.target(host)?.display())
+    }
+
     /// True when commands that need root must go through `sudo -n`.
-    pub(crate) fn uses_sudo(&self) -> bool {
+    pub fn uses_sudo(&self) -> bool {
         self.settings.sudo && self.settings.user != "root"
     }
 

@@ -564,27 +564,15 @@ fn register_misc(m: &mut Module, host: &Arc<Host>) {
         "The value of an environment variable, or `()` when unset.\n\n```rhai\nlet token = env(\"GITHUB_TOKEN\");\nif token == () { warn(\"unauthenticated\"); }\n```",
         |name: &str| std::env::var(name).map(Dynamic::from).unwrap_or(Dynamic::UNIT),
     );
-    for with_code in [true, false] {
-        let exit = |code: INT| -> RhaiResult<()> {
-            let mut map = Map::new();
-            map.insert("kind".into(), "exit".into());
-            map.insert("code".into(), code.into());
-            map.insert("message".into(), format!("exit({code})").into());
-            Err(EvalAltResult::ErrorRuntime(map.into(), rhai::Position::NONE).into())
-        };
-        if with_code {
-            register(
-                m,
-                "exit",
-                &["code: INT", "()"],
-                "Ends the script now with exit status `code` (0 ok, 1 failed, 2 usage); nothing is printed.\n\n\
-                 ```rhai\nif vms.is_empty() { exit(0); }\n```",
-                exit,
-            );
-        } else {
-            register(m, "exit", &["()"], "Ends the script now with exit status 0.", move || exit(0));
-        }
-    }
+    register(
+        m,
+        "exit",
+        &["code: INT", "()"],
+        "Ends the script now with exit status `code` (0 ok, 1 failed, 2 usage); nothing is printed.\n\n\
+         ```rhai\nif vms.is_empty() { exit(0); }\n```",
+        exit,
+    );
+    register(m, "exit", &["()"], "Ends the script now with exit status 0.", || exit(0));
     register(
         m,
         "fail",
@@ -604,3 +592,12 @@ fn sleep(host: &Host, secs: rhai::FLOAT) -> RhaiResult<()> {
         Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into())
     }
 }
+/// `exit(code)`: a script error of kind `exit` that the runner turns into that exit status.
+fn exit(code: INT) -> RhaiResult<()> {
+    let mut map = Map::new();
+    map.insert("kind".into(), "exit".into());
+    map.insert("code".into(), code.into());
+    map.insert("message".into(), format!("exit({code})").into());
+    Err(EvalAltResult::ErrorRuntime(map.into(), rhai::Position::NONE).into())
+}
+

@@ -172,7 +172,7 @@ pub fn remote(host: &Host, target: &str, cmd: &str, run: &CommandOptions, change
     if !change {
         return pool.run_with(target, cmd, run).map(Some).map_err(|e| ssh_error(&e));
     }
-    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
+    let shown = pool.shown(target).map_err(|e| ssh_error(&e))?;
     let described = Change::Command(RemoteCommand {
         host: shown,
         command: cmd.to_string(),

@@ -290,7 +290,7 @@ fn remote_file(
     bytes: &[u8],
     source: Option<std::path::PathBuf>,
 ) -> RhaiResult<Change> {
-    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
+    let shown = pool.shown(target).map_err(|e| ssh_error(&e))?;
     Ok(Change::RemoteFile(RemoteFile {
         host: shown,
         path: remote.to_string(),
@@ -376,7 +376,7 @@ fn trust_vm(host: &Host, vm: &Map, target: &str) -> RhaiResult<String> {
     let text =
         host.pve().and_then(|c| c.agent_file_read(&node, vmid, HOST_KEY_FILE)).map_err(pve_error(Some(&label)))?;
     let pool = host.ssh();
-    let shown = pool.target(target).map_err(|e| ssh_error(&e))?.display();
+    let shown = pool.shown(target).map_err(|e| ssh_error(&e))?;
     let key = PublicKey::parse_openssh(text.trim()).map_err(|reason| {
         script_error(
             "invalid_key",
