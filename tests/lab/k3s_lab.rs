@@ -31,7 +31,7 @@
 #![allow(dead_code)] // each test uses a different part of the lab
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -139,6 +139,16 @@ pub struct K3sOptions {
     pub delays: Delays,
     /// The versions the install script can "download" (and the channel server knows).
     pub releases: Vec<String>,
+    /// Fixed host addresses (see [`LabOptions::addresses`]); free 127.0.1.x when empty.
+    pub addresses: Vec<Ipv4Addr>,
+    /// A fixed SSH port for every host; a free one when `None`.
+    pub ssh_port: Option<u16>,
+    /// A fixed address for the HTTP server (install script, channels, files); 127.0.0.1 and a
+    /// free port when `None`.
+    pub http_addr: Option<SocketAddrV4>,
+    /// A fixed [`K3sLab::vip`] (claimed like the free ones; panics when another lab holds it);
+    /// a free 127.0.2.x when `None`.
+    pub vip: Option<Ipv4Addr>,
 }
 
 impl Default for K3sOptions {
@@ -150,6 +160,10 @@ impl Default for K3sOptions {
             ifaces: Vec::new(),
             delays: Delays::default(),
             releases: DEFAULT_RELEASES.iter().map(|s| s.to_string()).collect(),
+            addresses: Vec::new(),
+            ssh_port: None,
+            http_addr: None,
+            vip: None,
         }
     }
 }
@@ -273,6 +287,8 @@ impl K3sLab {
                 hostnames: opts.hostnames.clone(),
                 machine_ids: opts.machine_ids.clone(),
                 setup: Some(setup),
+                addresses: opts.addresses.clone(),
+                port: opts.ssh_port,
             },
         )?;
         let mut lab = K3sLab {
@@ -285,8 +301,13 @@ impl K3sLab {
             faults: Mutex::new(serde_json::Map::new()),
         };
         lab.write_config();
-        lab.http =
-            Some(HttpServer::start(shared.join("bin/install.sh"), shared.join("www"), lab.opts.releases.clone()));
+        let http_addr = lab.opts.http_addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        lab.http = Some(HttpServer::start(
+            &http_addr,
+            shared.join("bin/install.sh"),
+            shared.join("www"),
+            lab.opts.releases.clone(),
+        ));
         Some(lab)
     }
 
@@ -413,6 +434,11 @@ impl K3sLab {
     /// `n` distinct VIPs held for this lab (the first is [`K3sLab::vip`]).
     pub fn vips_claimed(&self, n: usize) -> Vec<Ipv4Addr> {
         let mut vips = self.vips.lock().unwrap();
+        if let (true, Some(vip)) = (vips.is_empty(), self.opts.vip) {
+            let lock = lock_address(&format!("vip-{vip}"))
+                .unwrap_or_else(|| panic!("the VIP {vip} is held by another k3sx lab (a running `cargo test`?)"));
+            vips.push((vip, lock));
+        }
         while vips.len() < n {
             let k = NEXT_VIP.fetch_add(1, Ordering::Relaxed);
             let addr = Ipv4Addr::new(127, 0, 2, 2 + (k % 250) as u8);
@@ -845,8 +871,11 @@ struct HttpServer {
 }
 
 impl HttpServer {
-    fn start(install_sh: PathBuf, www: PathBuf, releases: Vec<String>) -> HttpServer {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("start the lab's HTTP server"));
+    fn start(addr: &str, install_sh: PathBuf, www: PathBuf, releases: Vec<String>) -> HttpServer {
+        let server = Arc::new(
+            tiny_http::Server::http(addr)
+                .unwrap_or_else(|e| panic!("cannot start the lab's HTTP server on {addr}: {e}")),
+        );
         let base = format!("http://{}", server.server_addr().to_ip().expect("ip listener"));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (srv, reqs, channel_base) = (server.clone(), requests.clone(), base.clone());

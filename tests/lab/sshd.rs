@@ -21,7 +21,8 @@
 //! [`SshLab::start_with`] takes [`LabOptions`]: all hosts on one port (as VMs all
 //! listen on 22), chosen hostnames (duplicates allowed), chosen machine-ids, and a
 //! shell snippet per host run inside its namespaces before sshd starts (how the
-//! K3s stand-in lab, `k3s_lab.rs`, mounts its files into each host).
+//! K3s stand-in lab, `k3s_lab.rs`, mounts its files into each host), and, for a lab
+//! at documented addresses (`examples/demo_lab.rs`), fixed addresses and one fixed port.
 //!
 //! Addresses are claimed across processes (a lock file per address under
 //! `/tmp/k3sx-lab-locks`), so labs of concurrent test processes never share one.
@@ -84,6 +85,12 @@ pub struct LabOptions {
     pub machine_ids: Vec<String>,
     /// Run inside each host's namespaces (after its private mounts and `/run`), before sshd.
     pub setup: Option<HostSetup>,
+    /// The address of host `i` (claimed like the others; the start fails naming it when another
+    /// lab holds it); a free 127.0.1.x when missing. For a lab at documented addresses (the demo).
+    pub addresses: Vec<Ipv4Addr>,
+    /// Every host listens on this port (the start fails naming it when it is taken on one of the
+    /// addresses); `None`: a free port, shared when [`LabOptions::same_port`].
+    pub port: Option<u16>,
 }
 
 /// An address (or other name) this process holds for the lab's lifetime: an exclusive
@@ -273,6 +280,26 @@ fn claim_host_address() -> (Ipv4Addr, AddressLock) {
     panic!("no free 127.0.1.x address for a lab host (250 in use?)");
 }
 
+/// `addr`, claimed against the other labs; panics naming it when another one holds it.
+fn claim_fixed_address(addr: Ipv4Addr) -> (Ipv4Addr, AddressLock) {
+    match lock_address(&format!("host-{addr}")) {
+        Some(lock) => (addr, lock),
+        None => panic!(
+            "the lab host address {addr} is held by another k3sx lab (a running `cargo test` or demo; \
+             lock /tmp/k3sx-lab-locks/host-{addr})"
+        ),
+    }
+}
+
+/// Panics naming the first of `addrs` where `port` cannot be bound.
+fn check_port_free(addrs: &[Ipv4Addr], port: u16) {
+    for a in addrs {
+        if let Err(e) = TcpListener::bind((*a, port)) {
+            panic!("the lab's SSH port {a}:{port} cannot be used: {e} (something else listens there)");
+        }
+    }
+}
+
 /// A port free on every one of `addrs`.
 fn common_free_port(addrs: &[Ipv4Addr]) -> u16 {
     for _ in 0..100 {
@@ -337,9 +364,20 @@ impl SshLab {
         }
         run_ok(Command::new("ssh-add").arg("-q").arg(&lab.client_key).env("SSH_AUTH_SOCK", &lab.agent_socket));
 
-        let claimed: Vec<(Ipv4Addr, AddressLock)> = (0..n).map(|_| claim_host_address()).collect();
+        let claimed: Vec<(Ipv4Addr, AddressLock)> = (0..n)
+            .map(|i| match opts.addresses.get(i) {
+                Some(addr) => claim_fixed_address(*addr),
+                None => claim_host_address(),
+            })
+            .collect();
         let addrs: Vec<Ipv4Addr> = claimed.iter().map(|(a, _)| *a).collect();
-        let shared_port = (opts.same_port && n > 0).then(|| common_free_port(&addrs));
+        let shared_port = match opts.port {
+            Some(port) => {
+                check_port_free(&addrs, port);
+                Some(port)
+            }
+            None => (opts.same_port && n > 0).then(|| common_free_port(&addrs)),
+        };
         for (i, (addr, lock)) in claimed.into_iter().enumerate() {
             let port = shared_port.unwrap_or_else(|| {
                 TcpListener::bind((addr, 0)).and_then(|l| l.local_addr()).expect("free port").port()
