@@ -389,3 +389,21 @@ fn air_gap_uploads_script_binary_and_images_once_and_installs_without_download()
     let dry = site.test.run_args(&["--json", "--dry-run", "provision"]).status(0);
     assert!(dry.stdout.contains("\"plan\": []"), "{}", dry.stdout);
 }
+
+#[test]
+fn a_rebuilt_bootstrap_server_joins_the_running_cluster_instead_of_starting_a_second_one() {
+    let Some(mut site) = Site::start(3, 3, &[], K3sOptions::default()) else { return };
+    site.provision(&[]).status(0);
+    assert_eq!(site.lab.clusters().len(), 1);
+    // The first server's VM is rebuilt (fresh disk, same name) while the other two run.
+    site.lab.rebuild(0, Some("k3sx-lab-1"), false);
+    let run = site.provision(&[]).status(0);
+    run.stdout_has("replace");
+    assert_eq!(site.lab.clusters().len(), 1, "a second --cluster-init would have made a second cluster");
+    let last = site.lab.installs().pop().unwrap();
+    assert_eq!(last.index, 1);
+    assert!(!last.args.iter().any(|a| a == "--cluster-init"), "it joined: {last:?}");
+    assert!(last.args.iter().any(|a| a == "--server"), "{last:?}");
+    let nodes = site.lab.wait_nodes(std::time::Duration::from_secs(5), |n| n.len() == 3 && n.iter().all(K3sLab::is_ready));
+    assert_eq!(nodes.len(), 3);
+}
