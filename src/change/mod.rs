@@ -29,6 +29,8 @@ pub enum Change {
     RemoteFile(RemoteFile),
     /// A file written on this machine.
     LocalFile(LocalFile),
+    /// A file deleted on this machine.
+    LocalRemove(LocalRemove),
 }
 
 /// A shell command run on `host`; its stdin (which may hold a secret) is never shown.
@@ -65,6 +67,14 @@ pub struct LocalFile {
     pub what: Option<String>,
 }
 
+/// A file deleted on this machine.
+#[derive(Debug, Clone)]
+pub struct LocalRemove {
+    pub path: PathBuf,
+    /// What the file is, for the reader of a plan: `K3s cluster token`, ...
+    pub what: Option<String>,
+}
+
 impl Change {
     /// A short name of the change's class: `pve`, `command`, `remote_file`, `local_file`.
     pub fn kind(&self) -> &'static str {
@@ -73,6 +83,7 @@ impl Change {
             Change::Command(_) => "command",
             Change::RemoteFile(_) => "remote_file",
             Change::LocalFile(_) => "local_file",
+            Change::LocalRemove(_) => "local_remove",
         }
     }
 
@@ -100,6 +111,9 @@ impl Change {
             Change::LocalFile(f) => json!({
                 "kind": self.kind(), "path": f.path.display().to_string(), "mode": format!("{:04o}", f.mode),
                 "size": f.size, "what": f.what,
+            }),
+            Change::LocalRemove(f) => json!({
+                "kind": self.kind(), "path": f.path.display().to_string(), "what": f.what,
             }),
         }
     }
@@ -136,6 +150,10 @@ impl fmt::Display for Change {
                     None => write!(f, ")"),
                 }
             }
+            Change::LocalRemove(l) => match &l.what {
+                Some(w) => write!(f, "delete {} ({w})", l.path.display()),
+                None => write!(f, "delete {}", l.path.display()),
+            },
         }
     }
 }
@@ -199,6 +217,9 @@ mod tests {
         );
         assert!(file.to_string().starts_with("upload airgap/k3s to 10.0.0.5:/usr/local/bin/k3s (mode 0755, 6 bytes"));
         assert_eq!(local.to_string(), "write /root/.kube/config (mode 0600, 10 bytes, kubeconfig)");
+        let removal = Change::LocalRemove(LocalRemove { path: "/root/k3s-token".into(), what: Some("token".into()) });
+        assert_eq!(removal.to_string(), "delete /root/k3s-token (token)");
+        assert_eq!(removal.to_json()["kind"], "local_remove");
         for c in [&pve, &cmd, &file, &local] {
             let all = format!("{c} {c:?} {}", c.to_json());
             assert!(!all.contains("hunter2") && !all.contains("tok3n") && !all.contains('\n'), "{all}");
