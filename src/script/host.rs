@@ -42,6 +42,8 @@ pub struct Host {
     http: OnceLock<reqwest::blocking::Client>,
     pve: Mutex<Option<Arc<PveClient>>>,
     ssh: OnceLock<SshPool>,
+    /// Workstation locks the run holds (`run_lock`), released when the run ends.
+    locks: Mutex<Vec<std::fs::File>>,
 }
 
 impl Host {
@@ -60,6 +62,7 @@ impl Host {
             http: OnceLock::new(),
             pve: Mutex::new(None),
             ssh: OnceLock::new(),
+            locks: Mutex::new(Vec::new()),
         })
     }
 
@@ -105,6 +108,38 @@ impl Host {
             let warn = |message: &str| self.log(Level::Warn, message);
             SshPool::new(crate::config::ssh_settings(&self.loaded, &warn)).with_cancel(self.cancel.clone())
         })
+    }
+
+    /// Holds the workstation lock `name` for the rest of the run, waiting (Ctrl-C answered)
+    /// while another k3sx process holds it; `on_wait` is called once when it has to wait.
+    /// Two runs that plan from the same state (configure-ips) must not interleave.
+    ///
+    /// # Errors
+    /// The lock file cannot be created or locked; `Ok(false)` when cancelled while waiting.
+    pub fn run_lock(&self, name: &str, on_wait: &dyn Fn(&std::path::Path)) -> std::io::Result<bool> {
+        let dir = dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("k3sx/locks");
+        std::fs::create_dir_all(&dir)?;
+        let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let path = dir.join(format!("{safe}.lock"));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !told {
+                        on_wait(&path);
+                        told = true;
+                    }
+                    if !self.sleep(Duration::from_millis(100)) {
+                        return Ok(false);
+                    }
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        self.locks.lock().expect("not poisoned").push(file);
+        Ok(true)
     }
 
     /// Sleeps in small steps so Ctrl-C is answered promptly; false when cancelled.

@@ -1,6 +1,8 @@
 //! `configure-ips` against fakepve: planned before any write, sticky, idempotent, and only
 //! what differs is written.
 
+use std::process::Stdio;
+
 use serde_json::{Value, json};
 
 use crate::lab::pve::FakePve;
@@ -194,4 +196,35 @@ fn a_failed_cloud_init_regenerate_is_reported_and_the_other_vms_are_restarted() 
     let paths: Vec<String> = pve.requests().into_iter().map(|r| format!("{} {}", r.method, r.api_path())).collect();
     assert!(paths.contains(&"POST /nodes/pve1/qemu/102/status/reboot".to_string()), "{paths:?}");
     assert!(!paths.contains(&"POST /nodes/pve1/qemu/101/status/reboot".to_string()), "{paths:?}");
+}
+
+#[test]
+fn two_runs_at_once_are_serialised_and_never_hand_out_one_address_twice() {
+    // Slow answers: both runs would read and plan before either wrote.
+    let vms: Vec<Value> = (0..6).map(|i| vm(101 + i, "stopped", "k3s-agent", json!({}))).collect();
+    let Some(pve) = FakePve::start(
+        json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "latency": 0.05, "time_scale": 1, "vms": vms}),
+    ) else {
+        return;
+    };
+    let other = CONFIG.replace("10.10.0.201", "10.10.0.204").replace("10.10.0.210", "10.10.0.220");
+    // Two sites, one workstation user: the same cache directory holds the lock.
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().to_str().unwrap();
+    let a = Test::new().pve(&pve, None).env("XDG_CACHE_HOME", cache).file("k3sx.json", CONFIG).args(&["configure-ips"]);
+    let b = Test::new().pve(&pve, None).env("XDG_CACHE_HOME", cache).file("k3sx.json", &other).args(&["configure-ips"]);
+    let spawn = |t: &Test| t.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (first, second) = (spawn(&a), spawn(&b));
+    let (one, two) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(one.status.success() && two.status.success(), "{}\n---\n{}", stderr(&one), stderr(&two));
+    assert!(
+        stderr(&one).contains("waiting for another k3sx run") || stderr(&two).contains("waiting for another k3sx run"),
+        "the runs were not serialised"
+    );
+    let addresses: Vec<String> = (101..107).map(|id| ipconfig(&pve, id)).collect();
+    let mut unique = addresses.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "an address was handed out twice: {addresses:?}");
 }

@@ -601,3 +601,23 @@ fn exit(code: INT) -> RhaiResult<()> {
     Err(EvalAltResult::ErrorRuntime(map.into(), rhai::Position::NONE).into())
 }
 
+    let h = host.clone();
+    register(
+        m,
+        "run_lock",
+        &["name: &str", "()"],
+        "Holds the workstation-wide lock `name` until the script ends, first waiting (with a line\n\
+         saying so; Ctrl-C stops) while another k3sx run holds it: runs that plan from what they\n\
+         read and then write (configure-ips) must not interleave. Not a change: nothing outside\n\
+         this machine is touched.\n\n```rhai\nrun_lock(`configure-ips-${CONFIG.proxmox.host}`);\n```",
+        move |name: &str| -> RhaiResult<()> {
+            let waiting = |path: &std::path::Path| {
+                h.log(Level::Info, &format!("waiting for another k3sx run that holds {}", path.display()))
+            };
+            match h.run_lock(name, &waiting) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into()),
+                Err(e) => Err(script_error("io", format!("cannot take the lock `{name}`: {e}"), Some(name))),
+            }
+        },
+    );
