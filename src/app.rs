@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{
     ArgFlags, CheckVersionFlags, Cli, Command, ConfigCommand, ConfigureIpsFlags, DiscoverFlags, PowerFlags,
-    ProvisionFlags, ScriptsCommand, Workflow,
+    ProvisionFlags, RemoveNodeFlags, ScriptsCommand, TeardownFlags, UpgradeFlags, Workflow,
 };
 use crate::config::{self, LoadOptions, Loaded};
 use crate::error::{Error, ExitCode, Result};
@@ -144,7 +144,9 @@ fn dispatch(cli: Cli, cancel: Arc<AtomicBool>) -> Result<()> {
         Command::Kubeconfig(w) => workflow("kubeconfig", workflow_args(w)?),
         Command::CheckVersion(w) => workflow("check-version", workflow_args(w)?),
         Command::Upgrade(w) => workflow("upgrade", workflow_args(w)?),
+        Command::RemoveNode(w) => workflow("remove-node", workflow_args(w)?),
         Command::Teardown(w) => workflow("teardown", workflow_args(w)?),
+        Command::Doctor(w) => workflow("doctor", workflow_args(w)?),
         Command::Repl => {
             let host = Host::new(load_config(&cli, &cwd)?, opts, Map::new(), cancel);
             return crate::script::repl::run(&host);
@@ -203,6 +205,14 @@ fn with_workflow_defaults(name: &str, args: Map) -> Map {
         "configure-ips" => flag_defaults::<ConfigureIpsFlags>(),
         "provision" => flag_defaults::<ProvisionFlags>(),
         "check-version" => flag_defaults::<CheckVersionFlags>(),
+        "upgrade" => flag_defaults::<UpgradeFlags>(),
+        "teardown" => flag_defaults::<TeardownFlags>(),
+        "remove-node" => {
+            // Every flag but the VM, which `--arg vm=...` must give.
+            let mut map = flag_defaults_with::<RemoveNodeFlags>(&["-"]);
+            map.remove("vm");
+            map
+        }
         _ => Map::new(),
     };
     for (key, value) in args {
@@ -218,6 +228,13 @@ fn with_workflow_defaults(name: &str, args: Map) -> Map {
 
 fn flag_defaults<F: clap::Args + clap::FromArgMatches + Serialize>() -> Map {
     let matches = F::augment_args(clap::Command::new("k3sx")).get_matches_from(["k3sx"]);
+    flags_map(&F::from_arg_matches(&matches).expect("every flag has a default"))
+}
+
+/// [`flag_defaults`] of flags with required positional arguments, given as `positional`.
+fn flag_defaults_with<F: clap::Args + clap::FromArgMatches + Serialize>(positional: &[&str]) -> Map {
+    let argv = std::iter::once("k3sx").chain(positional.iter().copied());
+    let matches = F::augment_args(clap::Command::new("k3sx")).get_matches_from(argv);
     flags_map(&F::from_arg_matches(&matches).expect("every flag has a default"))
 }
 

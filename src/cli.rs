@@ -68,10 +68,14 @@ pub enum Command {
     Kubeconfig(Workflow<NoFlags>),
     /// Compare the configured K3s version with the latest release
     CheckVersion(Workflow<CheckVersionFlags>),
-    /// Upgrade K3s: servers one at a time, then agents
-    Upgrade(Workflow<NoFlags>),
-    /// Uninstall K3s from every node
-    Teardown(Workflow<NoFlags>),
+    /// Upgrade K3s minor by minor: servers one at a time (each an etcd voter again), then agents
+    Upgrade(Workflow<UpgradeFlags>),
+    /// Take a node out of the cluster: drain, delete its Node (and etcd member), uninstall K3s
+    RemoveNode(Workflow<RemoveNodeFlags>),
+    /// Uninstall K3s from every node, remove the VIP and the kubeconfig context
+    Teardown(Workflow<TeardownFlags>),
+    /// Read-only preflight of Proxmox, the VMs and the nodes, each check with its fix
+    Doctor(Workflow<NoFlags>),
     /// List, show and eject the built-in scripts and modules
     Scripts {
         #[command(subcommand)]
@@ -182,10 +186,6 @@ pub struct PowerFlags {
     pub vm: Vec<u32>,
 }
 
-#[derive(Debug, Args, Serialize)]
-pub struct ProvisionFlags {
-    /// How many nodes are read, and agents installed, at once
-    #[arg(long, value_name = "N", default_value_t = 16)]
 /// A K3s role tag: what `--role` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,6 +195,10 @@ pub enum Role {
     Storage,
 }
 
+#[derive(Debug, Args, Serialize)]
+pub struct ProvisionFlags {
+    /// How many nodes are read, and agents installed, at once
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub parallel: u32,
     /// Seconds each node may take to become Ready (servers: and an etcd voter)
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -211,5 +215,50 @@ pub struct ConfigureIpsFlags {
     pub timeout: u32,
     /// How many VMs are handled at once
     #[arg(long, value_name = "N", default_value_t = 16)]
+    pub parallel: u32,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct UpgradeFlags {
+    /// The version to upgrade to (default: k3s.version)
+    #[arg(long, value_name = "VERSION", conflicts_with = "channel")]
+    pub to: Option<String>,
+    /// Upgrade to the newest release of this channel (stable, latest, v1.32, ...)
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+    /// A Proxmox snapshot of each VM before its step; a node that fails is offered the rollback
+    #[arg(long)]
+    pub snapshot: bool,
+    /// Cordon and drain each node before its step, uncordon it after
+    #[arg(long)]
+    pub drain: bool,
+    /// How many agents are upgraded at once (servers: always one at a time)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: u32,
+    /// Seconds each node may take to come back on the new version (servers: and an etcd voter)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u32,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct RemoveNodeFlags {
+    /// The VM to remove: its vmid or its name
+    #[arg(value_name = "VM")]
+    pub vm: String,
+    /// Remove even the last server, or one that leaves exactly 2 (an etcd of 2 survives no failure)
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds for the drain and for the etcd member to go
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u32,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct TeardownFlags {
+    /// Delete the local cluster token file too (k3s.token_file; kept by default)
+    #[arg(long)]
+    pub forget_token: bool,
+    /// How many agents are uninstalled at once
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,
 }

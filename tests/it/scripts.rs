@@ -289,10 +289,10 @@ fn script_error(script: &str) -> String {
 fn a_module_used_without_import_says_how_to_import_it_and_lists_the_modules() {
     let err = script_error("inventory::load(false);");
     assert!(err.contains("add `import \"inventory\" as inventory;`"), "{err}");
-    assert!(err.contains("modules: cluster, inventory, ipplan, power, versions"), "{err}");
+    assert!(err.contains("modules: cluster, inventory, ipplan, lifecycle, power, versions"), "{err}");
     let err = script_error("import \"invntory\" as inventory;");
     assert!(err.contains("did you mean `inventory`?"), "{err}");
-    assert!(err.contains("modules: cluster, inventory, ipplan, power, versions"), "{err}");
+    assert!(err.contains("modules: cluster, inventory, ipplan, lifecycle, power, versions"), "{err}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rhai::{Array, Dynamic, EvalAltResult, FnPtr, INT, Map, Module, NativeCallContext};
 
 use super::{RhaiResult, error_kind, error_message, register, script_error};
-use crate::change::{Change, ChangeLog, LocalFile};
+use crate::change::{Change, ChangeLog, LocalFile, LocalRemove};
 use crate::script::Host;
 use crate::secret::Secret;
 use crate::ui::{Level, render_table};
@@ -24,6 +24,7 @@ pub fn module(host: &Arc<Host>) -> Module {
     register_logging(&mut m, host);
     register_output(&mut m, host);
     register_files(&mut m, host);
+    register_destructive(&mut m, host);
     register_json(&mut m);
     register_parallel(&mut m, host);
     register_misc(&mut m, host);
@@ -155,6 +156,13 @@ fn confirm(host: &Host, msg: &str) -> RhaiResult<bool> {
     if host.options.yes {
         return Ok(true);
     }
+    let answer = ask(msg, &format!("{msg} [y/N] "))?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// Shows `prompt` on the terminal and reads one line. Without a terminal it fails naming
+/// `msg`: nothing unattended proceeds by accident (`--yes` answers instead).
+fn ask(msg: &str, prompt: &str) -> RhaiResult<String> {
     if !std::io::stdin().is_terminal() {
         return Err(script_error(
             "confirmation",
@@ -162,11 +170,11 @@ fn confirm(host: &Host, msg: &str) -> RhaiResult<bool> {
             None,
         ));
     }
-    eprint!("{msg} [y/N] ");
+    eprint!("{prompt}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).map_err(|e| script_error("io", e.to_string(), None))?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(answer)
 }
 
 fn register_files(m: &mut Module, host: &Arc<Host>) {
@@ -256,6 +264,59 @@ pub fn write_local(
     let applied =
         host.changes.apply(None, change, |_| crate::fsutil::write_atomic(path, bytes, mode)).map_err(fs_error)?;
     Ok(Some(matches!(applied, crate::change::Applied::Made(_))))
+}
+
+/// What destructive workflows (teardown) need: deleting a local file through the change log,
+/// and a confirmation that takes typing a name.
+fn register_destructive(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "remove_file",
+        &["path: &str", "what: &str", "bool"],
+        "Deletes a local file (`~` expands to the home directory); `what` says what it is in the\n\
+         plan. A change: printed, not made, under `--dry-run`. True when deleted (or, under\n\
+         `--dry-run`, when it would be); false when there is no such file. Directories are refused.\n\n\
+         ```rhai\nif remove_file(CONFIG.k3s.token_file, \"K3s cluster token\") { ok(\"token deleted\"); }\n```",
+        move |path: &str, what: &str| remove_local(&h, &expand(path), what),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "confirm_typed",
+        &["message: &str", "answer: &str", "bool"],
+        "Asks on the terminal to type `answer` (e.g. the cluster's name) to go ahead: true only when\n\
+         exactly that is typed. True under `--yes`, and under `--dry-run` (nothing will change; it\n\
+         is not asked). Without a terminal it fails, so nothing unattended proceeds by accident.\n\n\
+         ```rhai\nif !confirm_typed(\"uninstall K3s from 9 nodes\", \"k3sx\") { fail(\"cancelled\"); }\n```",
+        move |msg: &str, answer: &str| confirm_typed(&h, msg, answer),
+    );
+}
+
+fn remove_local(host: &Host, path: &Path, what: &str) -> RhaiResult<bool> {
+    let item = path.display().to_string();
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(script_error("io", format!("cannot read {item}: {e}"), Some(&item))),
+        Ok(meta) if meta.is_dir() => {
+            return Err(script_error("io", format!("{item} is a directory, not a file"), Some(&item)));
+        }
+        Ok(_) => {}
+    }
+    let what = (!what.is_empty()).then(|| what.to_string());
+    let change = Change::LocalRemove(LocalRemove { path: path.to_path_buf(), what });
+    host.changes
+        .apply(None, change, |_| std::fs::remove_file(path))
+        .map_err(|e| script_error("io", format!("cannot delete {item}: {e}"), Some(&item)))?;
+    Ok(true)
+}
+
+fn confirm_typed(host: &Host, msg: &str, answer: &str) -> RhaiResult<bool> {
+    // Under --dry-run nothing will change: there is nothing to confirm.
+    if host.options.yes || host.changes.dry_run() {
+        return Ok(true);
+    }
+    Ok(ask(msg, &format!("{msg}\ntype '{answer}' to go ahead: "))?.trim() == answer)
 }
 
 fn expand(path: &str) -> PathBuf {
@@ -548,6 +609,26 @@ fn register_misc(m: &mut Module, host: &Arc<Host>) {
     let h = host.clone();
     register(
         m,
+        "run_lock",
+        &["name: &str", "()"],
+        "Holds the workstation-wide lock `name` until the script ends, first waiting (with a line\n\
+         saying so; Ctrl-C stops) while another k3sx run holds it: runs that plan from what they\n\
+         read and then write (configure-ips) must not interleave. Not a change: nothing outside\n\
+         this machine is touched.\n\n```rhai\nrun_lock(`configure-ips-${CONFIG.proxmox.host}`);\n```",
+        move |name: &str| -> RhaiResult<()> {
+            let waiting = |path: &std::path::Path| {
+                h.log(Level::Info, &format!("waiting for another k3sx run that holds {}", path.display()))
+            };
+            match h.run_lock(name, &waiting) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into()),
+                Err(e) => Err(script_error("io", format!("cannot take the lock `{name}`: {e}"), Some(name))),
+            }
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
         "sleep",
         &["seconds: FLOAT", "()"],
         "Waits `seconds` (fractions allowed); Ctrl-C interrupts it.\n\n```rhai\nsleep(0.5);\n```",
@@ -582,6 +663,15 @@ fn register_misc(m: &mut Module, host: &Arc<Host>) {
     );
 }
 
+/// `exit(code)`: a script error of kind `exit` that the runner turns into that exit status.
+fn exit(code: INT) -> RhaiResult<()> {
+    let mut map = Map::new();
+    map.insert("kind".into(), "exit".into());
+    map.insert("code".into(), code.into());
+    map.insert("message".into(), format!("exit({code})").into());
+    Err(EvalAltResult::ErrorRuntime(map.into(), rhai::Position::NONE).into())
+}
+
 fn sleep(host: &Host, secs: rhai::FLOAT) -> RhaiResult<()> {
     if !(0.0..=86_400.0).contains(&secs) {
         return Err(script_error("argument", format!("sleep: {secs} seconds is out of range"), None));
@@ -592,32 +682,3 @@ fn sleep(host: &Host, secs: rhai::FLOAT) -> RhaiResult<()> {
         Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into())
     }
 }
-/// `exit(code)`: a script error of kind `exit` that the runner turns into that exit status.
-fn exit(code: INT) -> RhaiResult<()> {
-    let mut map = Map::new();
-    map.insert("kind".into(), "exit".into());
-    map.insert("code".into(), code.into());
-    map.insert("message".into(), format!("exit({code})").into());
-    Err(EvalAltResult::ErrorRuntime(map.into(), rhai::Position::NONE).into())
-}
-
-    let h = host.clone();
-    register(
-        m,
-        "run_lock",
-        &["name: &str", "()"],
-        "Holds the workstation-wide lock `name` until the script ends, first waiting (with a line\n\
-         saying so; Ctrl-C stops) while another k3sx run holds it: runs that plan from what they\n\
-         read and then write (configure-ips) must not interleave. Not a change: nothing outside\n\
-         this machine is touched.\n\n```rhai\nrun_lock(`configure-ips-${CONFIG.proxmox.host}`);\n```",
-        move |name: &str| -> RhaiResult<()> {
-            let waiting = |path: &std::path::Path| {
-                h.log(Level::Info, &format!("waiting for another k3sx run that holds {}", path.display()))
-            };
-            match h.run_lock(name, &waiting) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into()),
-                Err(e) => Err(script_error("io", format!("cannot take the lock `{name}`: {e}"), Some(name))),
-            }
-        },
-    );

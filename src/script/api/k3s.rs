@@ -93,6 +93,7 @@ pub fn module(host: &Arc<Host>) -> Module {
         },
     );
     register_cluster(&mut m, host);
+    register_day2(&mut m, host);
     m
 }
 
@@ -449,7 +450,6 @@ fn facts(host: &Host, target: &str) -> RhaiResult<Map> {
     for key in ["active", "server_db", "curl", "iscsid", "nfs"] {
         m.insert(key.into(), false.into());
     }
-    for line in out.lines() {
     m.insert(
         "read_at".into(),
         std::time::SystemTime::now()
@@ -458,6 +458,7 @@ fn facts(host: &Host, target: &str) -> RhaiResult<Map> {
             .unwrap_or(0.0)
             .into(),
     );
+    for line in out.lines() {
         let Some((k, v)) = line.split_once('=') else { continue };
         let v = v.trim();
         let value: Dynamic = match v {
@@ -549,10 +550,10 @@ fn kubeconfig_path(host: &Host) -> PathBuf {
     if let Some(p) = &host.config().kubeconfig.path {
         return crate::config::expand_home(p);
     }
-    if let Some(first) = std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next()) {
-        if !first.as_os_str().is_empty() {
-            return first;
-        }
+    if let Some(first) = std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next())
+        && !first.as_os_str().is_empty()
+    {
+        return first;
     }
     crate::config::expand_home(std::path::Path::new("~/.kube/config"))
 }
@@ -639,4 +640,133 @@ fn longhorn_manifest(host: &Host) -> RhaiResult<String> {
     };
     manifests::longhorn_with_default_settings(&text, &[(manifests::LONGHORN_CREATE_DEFAULT_DISK_LABELED_NODES, "true")])
         .map_err(|e| script_error(e.kind(), format!("{source}: {e}"), None))
+}
+
+/// Day 2: upgrades, node removal and teardown.
+fn register_day2(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    register(
+        m,
+        "wait_version",
+        &["host: &str", "name: &str", "version: &str", "voter: bool", "timeout: INT", "Dynamic"],
+        "Waits until node `name` — as the server on `host` sees it — reports kubelet `version`, is\n\
+         Ready and, when `voter` is true (a server), is an etcd voter again (`EtcdIsVoter`): what an\n\
+         upgraded node must be before the next one restarts. A server that does not answer for a\n\
+         moment (restarting) counts as \"not yet\". Prints progress; returns the node\n\
+         (`k3s::nodes` shape). Kind `timeout` after `timeout` seconds, saying where the node is.\n\
+         Under `--dry-run` it looks once and does not wait (nothing was installed): the node as it\n\
+         is, or `()`.\n\n\
+         ```rhai\nk3s::install(n.ip, spec, token);\nk3s::wait_version(other.ip, n.name, \"v1.31.12+k3s1\", true, 300);\n```",
+        move |target: &str, name: &str, version: &str, voter: bool, timeout: INT| {
+            wait_version(&h, target, name, version, voter, timeout)
+        },
+    );
+    let h = host.clone();
+    register(
+        m,
+        "etcd_snapshot",
+        &["host: &str", "prefix: &str", "Map"],
+        "Saves an on-demand etcd snapshot on the server `host` (`k3s etcd-snapshot save --name\n\
+         PREFIX-YYYYMMDD-HHMMSS`, UTC, as root): a change (planned under `--dry-run`). Returns\n\
+         `#{name, file, planned}`: `name` as given to K3s, `file` the snapshot K3s wrote under\n\
+         /var/lib/rancher/k3s/server/db/snapshots/ (K3s appends the node and the time; `()` when\n\
+         planned or not reported) — what a cluster restore (`k3s server --cluster-reset\n\
+         --cluster-reset-restore-path=FILE`) needs.\n\n\
+         ```rhai\nlet s = k3s::etcd_snapshot(live.ip, \"k3sx-pre-upgrade\");\ninfo(`etcd snapshot ${s.name}`);\n```",
+        move |target: &str, prefix: &str| etcd_snapshot(&h, target, prefix),
+    );
+    let h = host.clone();
+    register(
+        m,
+        "kubeconfig_entry",
+        &["Map"],
+        "Whether the kubeconfig k3sx writes (see `k3s::kubeconfig`) has the `kubeconfig.context`\n\
+         cluster, user or context: `#{path, context, present}`. A read.\n\n\
+         ```rhai\nlet kc = k3s::kubeconfig_entry();\nif kc.present { info(`would remove '${kc.context}' from ${kc.path}`); }\n```",
+        move || kubeconfig_entry(&h),
+    );
+    register(
+        m,
+        "uninstall_script",
+        &["role: &str", "String"],
+        "The script K3s's installer leaves on a node to remove it: `/usr/local/bin/k3s-uninstall.sh`\n\
+         for `server`, `/usr/local/bin/k3s-agent-uninstall.sh` for `agent`. It stops K3s and removes\n\
+         its files, but leaves the kube-vip VIP on the NIC and the Node in the cluster.\n\n\
+         ```rhai\nssh::run(n.ip, k3s::uninstall_script(n.facts.unit));\n```",
+        |role: &str| -> RhaiResult<String> {
+            let role: NodeRole =
+                role.parse().map_err(|e: crate::k3s::InstallError| script_error(e.kind(), e.to_string(), None))?;
+            Ok(crate::k3s::uninstall_command(role).to_string())
+        },
+    );
+}
+
+fn kubeconfig_entry(host: &Host) -> RhaiResult<Map> {
+    let context = host.config().kubeconfig.context.clone();
+    let path = kubeconfig_path(host);
+    let item = path.display().to_string();
+    let present = match read_existing(&path)? {
+        None => false,
+        Some(text) => {
+            kubeconfig::remove(&text, &context).map_err(|e| script_error(e.kind(), e.to_string(), Some(&item)))?.1
+        }
+    };
+    let mut m = Map::new();
+    m.insert("path".into(), item.into());
+    m.insert("context".into(), context.into());
+    m.insert("present".into(), present.into());
+    Ok(m)
+}
+
+fn wait_version(
+    host: &Host,
+    target: &str,
+    name: &str,
+    version: &str,
+    voter: bool,
+    timeout: INT,
+) -> RhaiResult<Dynamic> {
+    let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0).clamp(1, 86_400));
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let (found, why) = match cluster_nodes(host, target) {
+            Ok(nodes) => (
+                nodes.iter().find(|n| n.name == name).map(node_map),
+                crate::k3s::lifecycle::not_upgraded(&nodes, name, version, voter),
+            ),
+            Err(e) => (None, Some(format!("the API on {target} does not answer: {}", message_of(&e)))),
+        };
+        let Some(why) = why else { return Ok(found.unwrap_or(Dynamic::UNIT)) };
+        if host.changes.dry_run() {
+            return Ok(found.unwrap_or(Dynamic::UNIT));
+        }
+        if started.elapsed() >= timeout {
+            return Err(script_error("timeout", format!("not back after {}s: {why}", timeout.as_secs()), Some(name)));
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            host.log(Level::Info, &format!("waiting ({}s): {why}", started.elapsed().as_secs()));
+            last_report = Instant::now();
+        }
+        if !host.sleep(Duration::from_millis(250)) {
+            return Err(rhai::EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into());
+        }
+    }
+}
+
+fn etcd_snapshot(host: &Host, target: &str, prefix: &str) -> RhaiResult<Map> {
+    let name = format!("{prefix}-{}", crate::k3s::lifecycle::utc_stamp(std::time::SystemTime::now()));
+    let cmd =
+        crate::k3s::lifecycle::etcd_snapshot_command(&name).map_err(|e| script_error("argument", e, Some(target)))?;
+    let timeout = Duration::from_secs(host.config().k3s.install.timeout_secs);
+    let run = CommandOptions { sudo: true, input: None, check: true, timeout: Some(timeout) };
+    let out = remote(host, target, &cmd, &run, true)?;
+    let mut m = Map::new();
+    m.insert("name".into(), name.into());
+    m.insert("planned".into(), out.is_none().into());
+    let file = out.and_then(|o| {
+        crate::k3s::lifecycle::saved_snapshot(&o.stderr).or_else(|| crate::k3s::lifecycle::saved_snapshot(&o.stdout))
+    });
+    m.insert("file".into(), file.map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+    Ok(m)
 }
