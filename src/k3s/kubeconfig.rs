@@ -163,10 +163,8 @@ pub fn merge(existing: Option<&str>, new: &str) -> Result<String, KubeconfigErro
         }
     }
     let has_current = doc.get("current-context").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
-    if !has_current {
-        if let Some(current) = current_context_of(&incoming) {
-            doc.insert("current-context".into(), current.into());
-        }
+    if !has_current && let Some(current) = current_context_of(&incoming) {
+        doc.insert("current-context".into(), current.into());
     }
     serialize(&doc)
 }

@@ -148,15 +148,16 @@ pub fn render_value(value: &Dynamic) -> Option<String> {
     if value.is_unit() {
         return None;
     }
-    if let Some(arr) = value.read_lock::<Array>() {
-        if !arr.is_empty() && arr.iter().all(|v| v.is_map()) {
-            if arr.iter().all(is_vm) {
-                return Some(arr.iter().map(vm_line).collect::<Vec<_>>().join("\n"));
-            }
-            let columns: Vec<String> =
-                arr[0].read_lock::<Map>().map(|m| m.keys().map(|k| k.to_string()).collect()).unwrap_or_default();
-            return Some(maps_as_table(&arr, &columns));
+    if let Some(arr) = value.read_lock::<Array>()
+        && !arr.is_empty()
+        && arr.iter().all(|v| v.is_map())
+    {
+        if arr.iter().all(is_vm) {
+            return Some(arr.iter().map(vm_line).collect::<Vec<_>>().join("\n"));
         }
+        let columns: Vec<String> =
+            arr[0].read_lock::<Map>().map(|m| m.keys().map(|k| k.to_string()).collect()).unwrap_or_default();
+        return Some(maps_as_table(&arr, &columns));
     }
     if is_vm(value) {
         return Some(vm_line(value));

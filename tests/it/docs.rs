@@ -71,7 +71,10 @@ fn stdlib_modules_are_documented_with_signatures_and_doc_comments() {
     assert!(!run.stdout.contains("anon$"), "closures are no API");
     let md = Test::new().args(&["doc", "--markdown"]).run().status(0);
     assert!(md.stdout.contains("### `inventory::load(include_unreachable)`"), "not in the markdown reference");
-    assert!(md.stdout.contains("import \"inventory\" as inventory;"), "the markdown does not say how to import a module");
+    assert!(
+        md.stdout.contains("import \"inventory\" as inventory;"),
+        "the markdown does not say how to import a module"
+    );
 }
 
 #[test]

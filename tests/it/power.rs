@@ -139,7 +139,13 @@ fn restart_reboots_running_and_starts_stopped_vms_and_narrows_by_role_and_vm() {
     Test::new().pve(&pve, None).args(&["restart", "--vm", "101"]).run().status(0).stdout_has("rebooted");
     assert_eq!(power_requests(&pve), vec!["/nodes/pve1/qemu/101/status/reboot"]);
     Test::new().pve(&pve, None).args(&["restart", "--vm", "999"]).run().status(2).stderr_has("999");
-    Test::new().pve(&pve, None).args(&["restart", "--role", "boss"]).run().status(2).stderr_has("'boss'").stderr_has("server, agent, storage");
+    Test::new()
+        .pve(&pve, None)
+        .args(&["restart", "--role", "boss"])
+        .run()
+        .status(2)
+        .stderr_has("'boss'")
+        .stderr_has("server, agent, storage");
 }
 
 #[test]

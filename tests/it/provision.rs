@@ -404,6 +404,7 @@ fn a_rebuilt_bootstrap_server_joins_the_running_cluster_instead_of_starting_a_se
     assert_eq!(last.index, 1);
     assert!(!last.args.iter().any(|a| a == "--cluster-init"), "it joined: {last:?}");
     assert!(last.args.iter().any(|a| a == "--server"), "{last:?}");
-    let nodes = site.lab.wait_nodes(std::time::Duration::from_secs(5), |n| n.len() == 3 && n.iter().all(K3sLab::is_ready));
+    let nodes =
+        site.lab.wait_nodes(std::time::Duration::from_secs(5), |n| n.len() == 3 && n.iter().all(K3sLab::is_ready));
     assert_eq!(nodes.len(), 3);
 }

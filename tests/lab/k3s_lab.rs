@@ -936,11 +936,11 @@ fn route(
                           "actions": {}, "resourceType": "channels", "data": data});
         return text(200, body.to_string()).with_header(json_header);
     }
-    if let Some(id) = path.strip_prefix("/v1-release/channels/") {
-        if let Some((_, latest)) = channels.iter().find(|(c, _)| c == id) {
-            let location = format!("https://github.com/k3s-io/k3s/releases/tag/{latest}");
-            return text(302, String::new()).with_header(tiny_http::Header::from_bytes("Location", location).unwrap());
-        }
+    if let Some(id) = path.strip_prefix("/v1-release/channels/")
+        && let Some((_, latest)) = channels.iter().find(|(c, _)| c == id)
+    {
+        let location = format!("https://github.com/k3s-io/k3s/releases/tag/{latest}");
+        return text(302, String::new()).with_header(tiny_http::Header::from_bytes("Location", location).unwrap());
     }
     text(404, "not found\n".into())
 }

@@ -196,10 +196,10 @@ pub fn with_fields(err: &mut Box<EvalAltResult>, add: impl FnOnce(&mut Map)) {
 
 /// The message of a script error: `e.message` for our maps, the text otherwise.
 pub fn error_message(value: &Dynamic) -> String {
-    if let Some(map) = value.read_lock::<Map>() {
-        if let Some(m) = map.get("message") {
-            return m.to_string();
-        }
+    if let Some(map) = value.read_lock::<Map>()
+        && let Some(m) = map.get("message")
+    {
+        return m.to_string();
     }
     value.to_string()
 }
