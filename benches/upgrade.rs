@@ -7,19 +7,13 @@
 #[path = "../tests/lab/mod.rs"]
 #[allow(dead_code)]
 mod lab;
+mod site;
 
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::json;
+use lab::k3s_lab::Delays;
+use site::{Site, median};
 
-use lab::k3s_lab::{Delays, K3sLab, K3sOptions};
-use lab::pve::FakePve;
-use lab::sshd::{KnownHosts, USER_NOPASSWD};
-
-const BIN: &str = env!("CARGO_BIN_EXE_k3sx");
-const TOKEN: &str = "bench-token-secret";
 const SERVERS: usize = 3;
 const AGENTS: usize = 6;
 const RUNS: usize = 3;
@@ -48,61 +42,14 @@ fn critical_path(d: &Delays) -> f64 {
     SERVERS as f64 * server + agent
 }
 
-fn k3sx(dir: &Path, pve: &FakePve, lab: &K3sLab, args: &[&str]) -> Duration {
-    let start = Instant::now();
-    let status = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .env("PROXMOX_HOST", pve.host())
-        .env("PROXMOX_PORT", pve.port().to_string())
-        .env("PROXMOX_USER", "root@pam")
-        .env("PROXMOX_API_TOKEN_ID", "k3sx")
-        .env("PROXMOX_API_TOKEN_SECRET", TOKEN)
-        .env("PROXMOX_CA_FILE", pve.ca_file())
-        .env("SSH_AUTH_SOCK", lab.ssh().agent_socket())
-        .status()
-        .expect("k3sx runs");
-    assert!(status.success(), "k3sx {args:?} failed");
-    start.elapsed()
-}
-
 fn one_run() -> Figures {
-    let lab = K3sLab::start(SERVERS + AGENTS, K3sOptions { delays: delays(), ..K3sOptions::default() })
-        .expect("the K3s stand-in lab (run as root after `bash tests/setup`)");
-    let vms: Vec<_> = (0..SERVERS + AGENTS)
-        .map(|i| {
-            let (node, vmid, tags) =
-                if i < SERVERS { ("pve1", 101 + i, "k3s-server") } else { ("pve2", 201 + i - SERVERS, "k3s-agent") };
-            json!({"vmid": vmid, "name": format!("k3s-{vmid}"), "node": node, "status": "running", "tags": tags,
-                   "config": {"ipconfig0": format!("ip={}/24,gw={}", lab.addr(i), lab.gateway())}})
-        })
-        .collect();
-    let pve = FakePve::start(json!({"tokens": {"root@pam!k3sx": TOKEN}, "nodes": ["pve1", "pve2"], "vms": vms}))
-        .expect("fakepve (bash tests/setup)");
-    let dir = tempfile::tempdir().unwrap();
-    let kh = lab.ssh().known_hosts(KnownHosts::Plain);
-    let config = json!({
-        "network": {"gateway": lab.gateway().to_string(), "cidr": 16, "range_start": "127.0.1.2", "range_end": "127.0.1.250"},
-        "k3s": {"version": FROM, "channel_url": lab.channel_url(), "token_file": dir.path().join("token"),
-                "install": {"url": lab.install_url()}},
-        "kube_vip": {"vip": lab.vip().to_string()},
-        "metallb": {"range": "127.0.3.10-127.0.3.20", "manifest": lab.metallb_manifest()},
-        "ssh": {"user": USER_NOPASSWD, "port": lab.port(), "known_hosts": kh},
-        "kubeconfig": {"path": dir.path().join("kubeconfig")},
-    });
-    std::fs::write(dir.path().join("k3sx.json"), config.to_string()).unwrap();
-    k3sx(dir.path(), &pve, &lab, &["-q", "provision"]);
-    let before = lab.installs().len();
-    let upgrade = k3sx(dir.path(), &pve, &lab, &["-q", "upgrade", "--to", TO, "--parallel", "6"]);
-    let installs = lab.installs().len() - before;
-    let again = k3sx(dir.path(), &pve, &lab, &["-q", "upgrade", "--parallel", "6"]);
-    Figures { upgrade, again, installs, again_installs: lab.installs().len() - before - installs }
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
+    let site = Site::start(SERVERS, AGENTS, delays(), FROM);
+    site.k3sx(&["-q", "provision"]);
+    let before = site.lab.installs().len();
+    let upgrade = site.k3sx(&["-q", "upgrade", "--to", TO, "--parallel", "6"]);
+    let installs = site.lab.installs().len() - before;
+    let again = site.k3sx(&["-q", "upgrade", "--parallel", "6"]);
+    Figures { upgrade, again, installs, again_installs: site.lab.installs().len() - before - installs }
 }
 
 fn main() {
