@@ -66,11 +66,11 @@ impl Site {
         Some(site)
     }
 
-    fn kubeconfig(&self) -> PathBuf {
+    pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.test.path().join("kube/config")
     }
 
-    fn token_file(&self) -> PathBuf {
+    pub(crate) fn token_file(&self) -> PathBuf {
         self.test.path().join("k3s-token")
     }
 
@@ -91,7 +91,46 @@ impl Site {
             let target = config.as_object_mut().unwrap().entry(section.clone()).or_insert(json!({}));
             target.as_object_mut().unwrap().extend(values.as_object().unwrap().clone());
         }
-        std::fs::write(self.test.path().join("k3sx.json"), config.to_string()).unwrap();
+        // Pretty-printed, as a user's file would be: save_config must keep its layout.
+        std::fs::write(self.config_path(), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// [`Site::start`] with `k3s.version` = `version` and the lab's channel server, no storage
+    /// nodes: the site of the day-2 tests.
+    pub(crate) fn at_version(hosts: usize, servers: usize, version: &str, opts: K3sOptions) -> Option<Site> {
+        let site = Site::start(hosts, servers, &[], opts)?;
+        let kh = site.lab.ssh().known_hosts(KnownHosts::Plain);
+        site.configure(&kh, json!({"k3s": {"version": version, "channel_url": site.lab.channel_url()}}));
+        Some(site)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.test.path().join("k3sx.json")
+    }
+
+    /// The `k3s.version` the config file holds now.
+    pub(crate) fn configured_version(&self) -> String {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap();
+        v["k3s"]["version"].as_str().unwrap().to_string()
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
+        self.test.run_args(args)
+    }
+
+    /// Each Node's name and kubelet version, sorted.
+    pub(crate) fn versions(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .lab
+            .nodes()
+            .iter()
+            .map(|n| {
+                let name = n["metadata"]["name"].as_str().unwrap().to_string();
+                (name, n["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap().to_string())
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     pub(crate) fn provision(&self, extra: &[&str]) -> Run {

@@ -1,7 +1,7 @@
 //! `remove-node` and `teardown` end to end on a cluster provisioned on the K3s stand-in lab.
 
 use crate::lab::k3s_lab::{K3sLab, K3sOptions};
-use crate::upgrade::Site;
+use crate::provision::Site;
 
 const VERSION: &str = "v1.32.4+k3s1";
 
@@ -14,8 +14,8 @@ fn node_names(site: &Site) -> Vec<String> {
 
 #[test]
 fn removing_a_server_is_refused_when_it_would_leave_two_and_an_agent_goes_alone() {
-    let Some(site) = Site::start(4, 3, VERSION, K3sOptions::default()) else { return };
-    site.provision();
+    let Some(site) = Site::at_version(4, 3, VERSION, K3sOptions::default()) else { return };
+    site.provision(&[]).status(0);
     let run = site.run(&["remove-node", "102"]).status(1);
     run.stderr_has("leaves exactly 2 servers").stderr_has("--force");
     assert_eq!(site.lab.nodes().len(), 4, "nothing was removed");
@@ -38,8 +38,8 @@ fn removing_a_server_is_refused_when_it_would_leave_two_and_an_agent_goes_alone(
 
 #[test]
 fn removing_a_server_of_four_deletes_its_node_and_etcd_member_and_leaves_no_vip() {
-    let Some(site) = Site::start(5, 4, VERSION, K3sOptions::default()) else { return };
-    site.provision();
+    let Some(site) = Site::at_version(5, 4, VERSION, K3sOptions::default()) else { return };
+    site.provision(&[]).status(0);
     let vip = site.lab.vip();
     let holder = site.lab.hosts_with_address(vip);
     assert_eq!(holder.len(), 1, "kube-vip put the VIP on one server: {holder:?}");
@@ -73,7 +73,7 @@ fn removing_a_server_of_four_deletes_its_node_and_etcd_member_and_leaves_no_vip(
 
 #[test]
 fn teardown_removes_k3s_the_vip_and_the_context_and_a_second_run_has_nothing_to_do() {
-    let Some(site) = Site::start(5, 3, VERSION, K3sOptions::default()) else { return };
+    let Some(site) = Site::at_version(5, 3, VERSION, K3sOptions::default()) else { return };
     // An unrelated context the user has must survive.
     std::fs::create_dir_all(site.kubeconfig().parent().unwrap()).unwrap();
     std::fs::write(
@@ -83,7 +83,7 @@ fn teardown_removes_k3s_the_vip_and_the_context_and_a_second_run_has_nothing_to_
          current-context: other\n",
     )
     .unwrap();
-    site.provision();
+    site.provision(&[]).status(0);
     let vip = site.lab.vip();
     assert_eq!(site.lab.hosts_with_address(vip).len(), 1);
 

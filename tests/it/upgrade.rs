@@ -1,107 +1,10 @@
 //! `upgrade` end to end: a cluster provisioned on the K3s stand-in lab (fakepve for the VMs),
 //! upgraded minor by minor; the stand-in's event log shows the order it happened in.
 
-use std::path::PathBuf;
+use crate::lab::k3s_lab::{Fault, Install, K3sOptions};
+use crate::provision::Site;
 
-use serde_json::{Value, json};
-
-use crate::lab::k3s_lab::{Fault, Install, K3sLab, K3sOptions};
-use crate::lab::pve::FakePve;
-use crate::lab::sshd::{KnownHosts, USER_NOPASSWD};
-use crate::support::{PVE_TOKEN_SECRET, Run, Test};
-
-/// A provisioned cluster for the day-2 workflows: `servers` servers on pve1 (vmid 101...),
-/// the other hosts agents on pve2 (201...), each VM's ipconfig0 holding its host's address.
-pub(crate) struct Site {
-    pub lab: K3sLab,
-    pub pve: FakePve,
-    pub test: Test,
-}
-
-impl Site {
-    /// The lab and fakepve; k3sx configured for them with `k3s.version` = `version` and the
-    /// lab's channel server; not provisioned yet.
-    pub fn start(hosts: usize, servers: usize, version: &str, opts: K3sOptions) -> Option<Site> {
-        let lab = K3sLab::start(hosts, opts)?;
-        let vms: Vec<Value> = (0..hosts)
-            .map(|i| {
-                let (node, vmid, tags) = if i < servers {
-                    ("pve1", 101 + i, "k3s-server")
-                } else {
-                    ("pve2", 201 + i - servers, "k3s-agent")
-                };
-                json!({"vmid": vmid, "name": format!("k3s-{vmid}"), "node": node, "status": "running", "tags": tags,
-                       "config": {"ipconfig0": format!("ip={}/24,gw={}", lab.addr(i), lab.gateway())}})
-            })
-            .collect();
-        let pve = FakePve::start(
-            json!({"tokens": {"root@pam!k3sx": PVE_TOKEN_SECRET}, "nodes": ["pve1", "pve2"], "vms": vms}),
-        )?;
-        let test = Test::new().pve(&pve, None).env("SSH_AUTH_SOCK", lab.ssh().agent_socket().to_str().unwrap());
-        let site = Site { lab, pve, test };
-        site.configure(version);
-        Some(site)
-    }
-
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.test.path().join("kube/config")
-    }
-
-    pub fn token_file(&self) -> PathBuf {
-        self.test.path().join("k3s-token")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.test.path().join("k3sx.json")
-    }
-
-    fn configure(&self, version: &str) {
-        let lab = &self.lab;
-        let kh = lab.ssh().known_hosts(KnownHosts::Plain);
-        let config = json!({
-            "network": {"gateway": lab.gateway().to_string(), "cidr": 16, "range_start": "127.0.1.2", "range_end": "127.0.1.250"},
-            "k3s": {"version": version, "channel_url": lab.channel_url(), "token_file": self.token_file(),
-                    "install": {"url": lab.install_url(), "timeout_secs": 60}},
-            "kube_vip": {"vip": lab.vip().to_string()},
-            "metallb": {"range": "127.0.3.10-127.0.3.20", "manifest": lab.metallb_manifest()},
-            "ssh": {"user": USER_NOPASSWD, "port": lab.port(), "known_hosts": kh,
-                    "connect_timeout_secs": 5, "command_timeout_secs": 60},
-            "kubeconfig": {"path": self.kubeconfig()},
-        });
-        // Pretty-printed, as a user's file would be: save_config must keep its layout.
-        std::fs::write(self.config_path(), serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    }
-
-    /// The `k3s.version` the config file holds now.
-    pub fn configured_version(&self) -> String {
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap();
-        v["k3s"]["version"].as_str().unwrap().to_string()
-    }
-
-    pub fn run(&self, args: &[&str]) -> Run {
-        self.test.run_args(args)
-    }
-
-    pub fn provision(&self) {
-        self.run(&["provision", "--timeout", "60"]).status(0);
-    }
-
-    /// Each Node's name and kubelet version.
-    pub fn versions(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
-            .lab
-            .nodes()
-            .iter()
-            .map(|n| {
-                let name = n["metadata"]["name"].as_str().unwrap().to_string();
-                (name, n["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap().to_string())
-            })
-            .collect();
-        v.sort();
-        v
-    }
-}
-
+/// The times at which `kind` events happened, with the node each names.
 fn timed(site: &Site, kind: &str) -> Vec<(f64, String)> {
     site.lab
         .events_of(kind)
@@ -116,8 +19,8 @@ fn upgrade_goes_minor_by_minor_servers_one_at_a_time_each_a_voter_before_the_nex
     // only waited for Ready would restart the next server while one is still a learner.
     let mut opts = K3sOptions::default();
     opts.delays.learner = 1.5;
-    let Some(site) = Site::start(9, 3, "v1.30.14+k3s2", opts) else { return };
-    site.provision();
+    let Some(site) = Site::at_version(9, 3, "v1.30.14+k3s2", opts) else { return };
+    site.provision(&[]).status(0);
     let provisioned = site.lab.installs().len();
     assert_eq!(provisioned, 9);
 
@@ -199,8 +102,8 @@ fn upgrade_goes_minor_by_minor_servers_one_at_a_time_each_a_voter_before_the_nex
 
 #[test]
 fn a_server_that_does_not_come_back_stops_the_upgrade_and_is_rolled_back() {
-    let Some(site) = Site::start(4, 3, "v1.31.12+k3s1", K3sOptions::default()) else { return };
-    site.provision();
+    let Some(site) = Site::at_version(4, 3, "v1.31.12+k3s1", K3sOptions::default()) else { return };
+    site.provision(&[]).status(0);
     let provisioned = site.lab.installs().len();
     site.lab.set_fault(1, Fault::NeverReady);
     site.pve.clear_requests();
