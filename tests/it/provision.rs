@@ -66,6 +66,19 @@ impl Site {
         Some(site)
     }
 
+    /// A kubeconfig the user already has, with an unrelated context `other` (its server
+    /// `https://other.example:6443`, the current context): k3sx must leave it untouched.
+    pub(crate) fn write_other_kubeconfig(&self) {
+        std::fs::create_dir_all(self.kubeconfig().parent().unwrap()).unwrap();
+        std::fs::write(
+            self.kubeconfig(),
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster:\n    server: https://other.example:6443\n\
+             users:\n- name: other\n  user:\n    token: other-token\ncontexts:\n- name: other\n  context:\n    cluster: other\n    user: other\n\
+             current-context: other\n",
+        )
+        .unwrap();
+    }
+
     pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.test.path().join("kube/config")
     }
@@ -155,14 +168,7 @@ fn provision_builds_an_ha_cluster_in_order_and_a_rerun_installs_nothing() {
     opts.delays.webhook_lag = 1.0;
     let Some(site) = Site::start(9, 3, &[7, 8], opts) else { return };
     // An unrelated context the user already has must survive untouched.
-    std::fs::create_dir_all(site.kubeconfig().parent().unwrap()).unwrap();
-    std::fs::write(
-        site.kubeconfig(),
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster:\n    server: https://other.example:6443\n\
-         users:\n- name: other\n  user:\n    token: other-token\ncontexts:\n- name: other\n  context:\n    cluster: other\n    user: other\n\
-         current-context: other\n",
-    )
-    .unwrap();
+    site.write_other_kubeconfig();
     let run = site.provision(&["-vv"]).status(0);
 
     let installs = site.lab.installs();

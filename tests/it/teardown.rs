@@ -75,14 +75,7 @@ fn removing_a_server_of_four_deletes_its_node_and_etcd_member_and_leaves_no_vip(
 fn teardown_removes_k3s_the_vip_and_the_context_and_a_second_run_has_nothing_to_do() {
     let Some(site) = Site::at_version(5, 3, VERSION, K3sOptions::default()) else { return };
     // An unrelated context the user has must survive.
-    std::fs::create_dir_all(site.kubeconfig().parent().unwrap()).unwrap();
-    std::fs::write(
-        site.kubeconfig(),
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster:\n    server: https://other.example:6443\n\
-         users:\n- name: other\n  user:\n    token: other-token\ncontexts:\n- name: other\n  context:\n    cluster: other\n    user: other\n\
-         current-context: other\n",
-    )
-    .unwrap();
+    site.write_other_kubeconfig();
     site.provision(&[]).status(0);
     let vip = site.lab.vip();
     assert_eq!(site.lab.hosts_with_address(vip).len(), 1);
