@@ -15,6 +15,7 @@ use std::time::Duration;
 pub use error::SshError;
 pub use known_hosts::{PublicKey, fingerprint};
 pub use session::{CommandOptions, SshPool};
+pub use sftp::{PutNeed, local_sha256};
 
 use crate::secret::Secret;
 

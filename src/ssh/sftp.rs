@@ -22,28 +22,61 @@ impl SshPool {
     /// Returns false when the file already had exactly this content and mode.
     pub fn write(&self, host: &str, remote: &str, bytes: &[u8], mode: u32) -> Result<bool, SshError> {
         let sha = hex(&Sha256::digest(bytes));
-        self.put(host, &mut std::io::Cursor::new(bytes), &sha, remote, mode)
+        self.put(host, &mut std::io::Cursor::new(bytes), &sha, remote, mode, None)
     }
 
     /// Uploads the local file `local` to `remote` on `host` (streamed, not held in
     /// memory). Returns false when the remote file already had this content and mode.
     pub fn upload(&self, host: &str, local: &Path, remote: &str, mode: u32) -> Result<bool, SshError> {
-        let sha = file_sha(local)?;
+        let (sha, _) = local_sha256(local)?;
+        self.upload_as(host, local, &sha, remote, mode, None)
+    }
+
+    /// What writing content with SHA-256 `sha` and `mode` to `remote` needs, from one look at
+    /// the remote file; changes nothing. A caller that decides first (a dry run, the change
+    /// log) hands the answer to [`SshPool::write_as`] / [`SshPool::upload_as`] so the file is
+    /// not looked at twice.
+    pub fn put_need(&self, host: &str, remote: &str, sha: &str, mode: u32) -> Result<PutNeed, SshError> {
+        Ok(match self.remote_state(host, remote)? {
+            Some((have_mode, have_sha)) if have_sha == sha => {
+                if have_mode == Some(mode & 0o7777) {
+                    PutNeed::Nothing
+                } else {
+                    PutNeed::Chmod
+                }
+            }
+            _ => PutNeed::Content,
+        })
+    }
+
+    /// [`SshPool::write`] of `bytes` whose SHA-256 is `sha`, with what [`SshPool::put_need`]
+    /// found (`None`: look now).
+    pub fn write_as(
+        &self,
+        host: &str,
+        remote: &str,
+        bytes: &[u8],
+        sha: &str,
+        mode: u32,
+        need: Option<PutNeed>,
+    ) -> Result<bool, SshError> {
+        self.put(host, &mut std::io::Cursor::new(bytes), sha, remote, mode, need)
+    }
+
+    /// [`SshPool::upload`] of `local` whose SHA-256 is `sha`, with what [`SshPool::put_need`]
+    /// found (`None`: look now).
+    pub fn upload_as(
+        &self,
+        host: &str,
+        local: &Path,
+        sha: &str,
+        remote: &str,
+        mode: u32,
+        need: Option<PutNeed>,
+    ) -> Result<bool, SshError> {
         let mut file =
             std::fs::File::open(local).map_err(|source| SshError::Local { path: local.to_path_buf(), source })?;
-        self.put(host, &mut file, &sha, remote, mode)
-    }
-
-    /// Whether [`SshPool::write`] would change anything (content or mode); changes nothing.
-    pub fn write_changes(&self, host: &str, remote: &str, bytes: &[u8], mode: u32) -> Result<bool, SshError> {
-        let sha = hex(&Sha256::digest(bytes));
-        Ok(self.remote_state(host, remote)? != Some((Some(mode & 0o7777), sha)))
-    }
-
-    /// Whether [`SshPool::upload`] would change anything (content or mode); changes nothing.
-    pub fn upload_changes(&self, host: &str, local: &Path, remote: &str, mode: u32) -> Result<bool, SshError> {
-        let sha = file_sha(local)?;
-        Ok(self.remote_state(host, remote)? != Some((Some(mode & 0o7777), sha)))
+        self.put(host, &mut file, sha, remote, mode, need)
     }
 
     /// Mode and content SHA-256 of `remote`; `None` when there is no such file (a directory is an error).
@@ -95,7 +128,15 @@ impl SshPool {
         }
     }
 
-    fn put(&self, host: &str, source: &mut dyn Read, sha: &str, remote: &str, mode: u32) -> Result<bool, SshError> {
+    fn put(
+        &self,
+        host: &str,
+        source: &mut dyn Read,
+        sha: &str,
+        remote: &str,
+        mode: u32,
+        need: Option<PutNeed>,
+    ) -> Result<bool, SshError> {
         let target = self.target(host)?;
         let shown = target.display();
         let sftp_err = |reason: String| SshError::Sftp { host: shown.clone(), path: remote.to_string(), reason };
@@ -112,15 +153,20 @@ impl SshPool {
         let q = shell_quote(remote);
 
         // What is there now: the same content needs at most a chmod.
-        if let Some((have_mode, have_sha)) = self.remote_state(host, remote)?
-            && have_sha == sha
-        {
-            if have_mode != Some(mode) {
+        let need = match need {
+            Some(n) => n,
+            None => self.put_need(host, remote, sha, mode)?,
+        };
+        match need {
+            PutNeed::Nothing => {
+                tracing::debug!(host = %shown, "{remote} is up to date");
+                return Ok(false);
+            }
+            PutNeed::Chmod => {
                 self.run(host, &format!("chmod {mode:o} {q}"), true)?;
                 return Ok(true);
             }
-            tracing::debug!(host = %shown, "{remote} is up to date");
-            return Ok(false);
+            PutNeed::Content => {}
         }
 
         let rand = random_suffix();
@@ -166,6 +212,26 @@ impl SshPool {
         tracing::debug!(host = %shown, "wrote {remote} (mode {mode:o})");
         Ok(true)
     }
+}
+
+/// What a file write needs on the host ([`SshPool::put_need`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutNeed {
+    /// The file has this content and mode already.
+    Nothing,
+    /// The content is there, the mode is not.
+    Chmod,
+    /// The file is missing or holds other content.
+    Content,
+}
+
+/// The hex SHA-256 and size of a local file, streamed (never held in memory).
+///
+/// # Errors
+/// [`SshError::Local`] when the file cannot be read.
+pub fn local_sha256(local: &Path) -> Result<(String, u64), SshError> {
+    let size = std::fs::metadata(local).map_err(|source| SshError::Local { path: local.to_path_buf(), source })?.len();
+    Ok((file_sha(local)?, size))
 }
 
 /// The SHA-256 of a local file, streamed.

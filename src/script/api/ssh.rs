@@ -16,7 +16,7 @@ use super::{RhaiResult, pve_error, register, remote, script_error, ssh_error, vm
 use crate::change::{Applied, Change, RemoteFile, sha256_hex};
 use crate::script::Host;
 use crate::secret::Secret;
-use crate::ssh::{CommandOptions, Output, PublicKey, SshPool};
+use crate::ssh::{CommandOptions, Output, PublicKey, PutNeed, SshPool, local_sha256};
 use crate::ui::Level;
 
 /// Where a VM keeps the host key `trust_vm` pins (every stock image has an Ed25519 key).
@@ -97,17 +97,20 @@ fn register_files(m: &mut Module, host: &Arc<Host>) {
         move |target: &str, local: &str, remote: &str, mode: INT| -> RhaiResult<bool> {
             let mode = file_mode(mode, remote)?;
             let local_path = crate::config::expand_home(std::path::Path::new(local));
-            let bytes = std::fs::read(&local_path)
+            // Hashed once, streamed: an image archive is not held in memory.
+            let (sha, size) = local_sha256(&local_path)
                 .map_err(|e| script_error("local", format!("cannot use local file `{local}`: {e}"), Some(local)))?;
             let pool = h.ssh();
-            // A read, also under --dry-run: an upload the host already has is no change.
-            if !pool.upload_changes(target, &local_path, remote, mode).map_err(|e| ssh_error(&e))? {
+            // One look at the remote file, also under --dry-run: an upload the host already
+            // has is no change; the upload itself does not look again.
+            let need = pool.put_need(target, remote, &sha, mode).map_err(|e| ssh_error(&e))?;
+            if need == PutNeed::Nothing {
                 return Ok(false);
             }
-            let change = remote_file(pool, target, remote, mode, &bytes, Some(local_path.clone()))?;
+            let change = remote_file(pool, target, remote, mode, sha.clone(), size, Some(local_path.clone()))?;
             let applied = h
                 .changes
-                .apply(None, change, |_| pool.upload(target, &local_path, remote, mode))
+                .apply(None, change, |_| pool.upload_as(target, &local_path, &sha, remote, mode, Some(need)))
                 .map_err(|e| ssh_error(&e))?;
             Ok(matches!(applied, Applied::Planned | Applied::Made(true)))
         },
@@ -256,13 +259,18 @@ fn command(host: &Host, target: &str, cmd: &str, options: &Map, change: bool) ->
 fn write_remote(host: &Host, target: &str, remote: &str, bytes: &[u8], mode: INT) -> RhaiResult<bool> {
     let mode = file_mode(mode, remote)?;
     let pool = host.ssh();
-    // A read, also under --dry-run: a file the host already has is no change.
-    if !pool.write_changes(target, remote, bytes, mode).map_err(|e| ssh_error(&e))? {
+    let sha = sha256_hex(bytes);
+    // One look at the remote file, also under --dry-run: a file the host already has is no
+    // change; the write itself does not look again.
+    let need = pool.put_need(target, remote, &sha, mode).map_err(|e| ssh_error(&e))?;
+    if need == PutNeed::Nothing {
         return Ok(false);
     }
-    let change = remote_file(pool, target, remote, mode, bytes, None)?;
-    let applied =
-        host.changes.apply(None, change, |_| pool.write(target, remote, bytes, mode)).map_err(|e| ssh_error(&e))?;
+    let change = remote_file(pool, target, remote, mode, sha.clone(), bytes.len() as u64, None)?;
+    let applied = host
+        .changes
+        .apply(None, change, |_| pool.write_as(target, remote, bytes, &sha, mode, Some(need)))
+        .map_err(|e| ssh_error(&e))?;
     Ok(matches!(applied, Applied::Planned | Applied::Made(true)))
 }
 
@@ -287,7 +295,8 @@ fn remote_file(
     target: &str,
     remote: &str,
     mode: u32,
-    bytes: &[u8],
+    sha256: String,
+    size: u64,
     source: Option<std::path::PathBuf>,
 ) -> RhaiResult<Change> {
     let shown = pool.shown(target).map_err(|e| ssh_error(&e))?;
@@ -296,8 +305,8 @@ fn remote_file(
         path: remote.to_string(),
         mode,
         owner: None,
-        sha256: sha256_hex(bytes),
-        size: bytes.len() as u64,
+        sha256,
+        size,
         source,
     }))
 }
