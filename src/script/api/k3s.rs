@@ -502,32 +502,45 @@ fn not_yet(nodes: &[NodeState], name: &str, voter: bool) -> Option<String> {
 fn wait_ready(host: &Host, target: &str, names: &Array, voters: &Array, timeout: INT) -> RhaiResult<Array> {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let voters: Vec<String> = voters.iter().map(|n| n.to_string()).collect();
+    poll_nodes(host, target, target, timeout, "not ready", |nodes| {
+        let mut missing: Vec<String> = names.iter().filter_map(|n| not_yet(nodes, n, false)).collect();
+        missing.extend(voters.iter().filter_map(|n| not_yet(nodes, n, true)));
+        missing.dedup();
+        let why = (!missing.is_empty()).then(|| missing.join("; "));
+        (nodes.iter().map(node_map).collect(), why)
+    })
+}
+
+/// The one wait on the cluster: reads its nodes through the server on `target` every 250 ms
+/// until `check` finds no reason to wait (`(value, None)`), printing the reason every 5 s; a
+/// server that does not answer for a moment (restarting) is "not yet". Kind `timeout` after
+/// `timeout` seconds, `"{what} after Ns: {why}"`, naming `item`. Under `--dry-run` it looks
+/// once and does not wait (nothing was installed to wait for).
+fn poll_nodes<T>(
+    host: &Host,
+    target: &str,
+    item: &str,
+    timeout: INT,
+    what: &str,
+    check: impl Fn(&[NodeState]) -> (T, Option<String>),
+) -> RhaiResult<T> {
     let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0).clamp(1, 86_400));
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        // A server that is restarting refuses the API for a moment: that is "not yet".
-        let (nodes, missing) = match cluster_nodes(host, target) {
-            Ok(nodes) => {
-                let mut missing: Vec<String> = names.iter().filter_map(|n| not_yet(&nodes, n, false)).collect();
-                missing.extend(voters.iter().filter_map(|n| not_yet(&nodes, n, true)));
-                missing.dedup();
-                (nodes, missing)
-            }
-            Err(e) => (Vec::new(), vec![format!("the API on {target} does not answer: {}", message_of(&e))]),
+        let (value, why) = match cluster_nodes(host, target) {
+            Ok(nodes) => check(&nodes),
+            Err(e) => (check(&[]).0, Some(format!("the API on {target} does not answer: {}", message_of(&e)))),
         };
-        if missing.is_empty() || host.changes.dry_run() {
-            return Ok(nodes.iter().map(node_map).collect());
+        let Some(why) = why else { return Ok(value) };
+        if host.changes.dry_run() {
+            return Ok(value);
         }
         if started.elapsed() >= timeout {
-            return Err(script_error(
-                "timeout",
-                format!("not ready after {}s: {}", timeout.as_secs(), missing.join("; ")),
-                Some(target),
-            ));
+            return Err(script_error("timeout", format!("{what} after {}s: {why}", timeout.as_secs()), Some(item)));
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
-            host.log(Level::Info, &format!("waiting ({}s): {}", started.elapsed().as_secs(), missing.join("; ")));
+            host.log(Level::Info, &format!("waiting ({}s): {why}", started.elapsed().as_secs()));
             last_report = Instant::now();
         }
         if !host.sleep(Duration::from_millis(250)) {
@@ -726,32 +739,10 @@ fn wait_version(
     voter: bool,
     timeout: INT,
 ) -> RhaiResult<Dynamic> {
-    let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0).clamp(1, 86_400));
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        let (found, why) = match cluster_nodes(host, target) {
-            Ok(nodes) => (
-                nodes.iter().find(|n| n.name == name).map(node_map),
-                crate::k3s::lifecycle::not_upgraded(&nodes, name, version, voter),
-            ),
-            Err(e) => (None, Some(format!("the API on {target} does not answer: {}", message_of(&e)))),
-        };
-        let Some(why) = why else { return Ok(found.unwrap_or(Dynamic::UNIT)) };
-        if host.changes.dry_run() {
-            return Ok(found.unwrap_or(Dynamic::UNIT));
-        }
-        if started.elapsed() >= timeout {
-            return Err(script_error("timeout", format!("not back after {}s: {why}", timeout.as_secs()), Some(name)));
-        }
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            host.log(Level::Info, &format!("waiting ({}s): {why}", started.elapsed().as_secs()));
-            last_report = Instant::now();
-        }
-        if !host.sleep(Duration::from_millis(250)) {
-            return Err(rhai::EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into());
-        }
-    }
+    poll_nodes(host, target, name, timeout, "not back", |nodes| {
+        let found = nodes.iter().find(|n| n.name == name).map(node_map).unwrap_or(Dynamic::UNIT);
+        (found, crate::k3s::lifecycle::not_upgraded(nodes, name, version, voter))
+    })
 }
 
 fn etcd_snapshot(host: &Host, target: &str, prefix: &str) -> RhaiResult<Map> {
